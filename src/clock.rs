@@ -1,0 +1,82 @@
+//! One clock read per event.
+//!
+//! Every published event needs a monotonic time (for its maximum age and the
+//! staleness telemetry) and a wall-clock time in milliseconds (the `ts` on the
+//! wire). Reading both clocks costs ≈ 65 ns on the machines this crate was
+//! measured on; reading `Instant` once and deriving the wall clock from a
+//! cached offset costs ≈ 26 ns. The offset is refreshed by the sender task
+//! (see [`resync`]) so wall-clock steps (NTP) are followed within a second.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+struct Clock {
+    anchor: Instant,
+    /// Wall-clock milliseconds at `anchor`, adjusted by resyncs.
+    wall_ms_at_anchor: AtomicI64,
+    last_resync_ns: AtomicU64,
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        let anchor = Instant::now();
+        Clock {
+            anchor,
+            wall_ms_at_anchor: AtomicI64::new(wall_now_ms() as i64),
+            last_resync_ns: AtomicU64::new(0),
+        }
+    })
+}
+
+fn wall_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Nanoseconds since the process's clock anchor (monotonic).
+#[inline]
+pub(crate) fn now_ns() -> u64 {
+    clock().anchor.elapsed().as_nanos() as u64
+}
+
+/// The `Instant` for a [`now_ns`] value.
+pub(crate) fn instant_of(ns: u64) -> Instant {
+    clock().anchor + std::time::Duration::from_nanos(ns)
+}
+
+/// Wall-clock milliseconds since the Unix epoch for a [`now_ns`] value.
+#[inline]
+pub(crate) fn wall_ms(ns: u64) -> u64 {
+    let base = clock().wall_ms_at_anchor.load(Ordering::Relaxed);
+    (base + (ns / 1_000_000) as i64).max(0) as u64
+}
+
+/// Re-reads the wall clock if the last resync is more than a second old.
+pub(crate) fn resync(now_ns: u64) {
+    let c = clock();
+    let last = c.last_resync_ns.load(Ordering::Relaxed);
+    if now_ns.saturating_sub(last) < 1_000_000_000 {
+        return;
+    }
+    c.last_resync_ns.store(now_ns, Ordering::Relaxed);
+    let wall = wall_now_ms() as i64;
+    c.wall_ms_at_anchor
+        .store(wall - (now_ns / 1_000_000) as i64, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_wall_clock_tracks_system_time() {
+        resync(now_ns());
+        let derived = wall_ms(now_ns());
+        let real = wall_now_ms();
+        assert!(derived.abs_diff(real) < 50, "derived {derived} real {real}");
+    }
+}

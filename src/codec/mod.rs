@@ -1,0 +1,228 @@
+//! The Vuer wire format: msgpack envelopes and client websocket frames.
+//!
+//! Nothing here knows about tokio or sockets: encoding and decoding are plain
+//! functions over byte buffers, unit-tested against the golden vectors made by
+//! the real Python package and benched on their own.
+//!
+//! Outgoing events are encoded in two steps. When an event is published, its
+//! envelope *without `ts`* is encoded into a [`Payload`] (that is the part
+//! that depends on the event); when the sender task writes a batch, it puts
+//! the map header and `ts` in front and frames and masks the result straight
+//! into its write buffer.
+
+mod frame;
+mod json;
+mod read;
+mod ser;
+mod write;
+
+use bytes::Bytes;
+
+pub(crate) use frame::{header_len, mask_tail, write_close, write_control, write_header, MaskRng, Opcode};
+pub(crate) use json::json_to_msgpack;
+pub(crate) use read::{decode_value, validate_value, Number, Reader};
+pub(crate) use ser::to_msgpack;
+pub(crate) use write::write_value;
+
+use crate::error::{DecodeError, EncodeError};
+use crate::event::{DynEvent, DynValue, Envelope, Event, RawEvent};
+use write::*;
+
+/// An encoded outgoing message, minus its `ts` (written at send time from
+/// `ts_ms`), or a complete pre-encoded message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Payload {
+    /// `ts` in milliseconds.
+    pub ts_ms: u64,
+    /// Map entries in `head`/`tail` (not counting `ts`); [`WHOLE`] when
+    /// `tail` is a complete message written as is.
+    pub entries: u32,
+    /// Encoded map entries.
+    pub head: Vec<u8>,
+    /// Bytes that follow `head` unchanged (a pre-encoded value, or a whole
+    /// message).
+    pub tail: Bytes,
+}
+
+/// `Payload::entries` for a complete pre-encoded message.
+pub(crate) const WHOLE: u32 = u32::MAX;
+
+const TS_KEY: &[u8] = &[0xa2, b't', b's'];
+
+impl Payload {
+    /// Size of the msgpack message.
+    #[inline]
+    pub(crate) fn message_len(&self) -> usize {
+        if self.entries == WHOLE {
+            return self.tail.len();
+        }
+        container_header_len(self.entries as usize + 1)
+            + TS_KEY.len()
+            + uint_len(self.ts_ms)
+            + self.head.len()
+            + self.tail.len()
+    }
+
+    /// Appends the msgpack message.
+    #[inline]
+    pub(crate) fn write_message(&self, out: &mut Vec<u8>) {
+        if self.entries != WHOLE {
+            write_map_len(out, self.entries as usize + 1);
+            out.extend_from_slice(TS_KEY);
+            write_uint(out, self.ts_ms);
+            out.extend_from_slice(&self.head);
+        }
+        out.extend_from_slice(&self.tail);
+    }
+
+    /// Appends the message as one masked binary frame.
+    #[inline]
+    pub(crate) fn write_frame(&self, out: &mut Vec<u8>, mask: [u8; 4]) {
+        let len = self.message_len();
+        let start = write_header(out, Opcode::Binary, len, mask);
+        self.write_message(out);
+        debug_assert_eq!(out.len() - start, len);
+        mask_tail(out, start, mask);
+    }
+
+    /// Bytes on the wire for this message (frame header included).
+    #[inline]
+    pub(crate) fn wire_len(&self) -> usize {
+        let len = self.message_len();
+        header_len(len) + len
+    }
+
+    /// The message as a new buffer (tests, recording).
+    pub(crate) fn to_message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.message_len());
+        self.write_message(&mut out);
+        out
+    }
+}
+
+/// Encodes a typed event: `[key], value, etype` after `ts`, the order Python
+/// gives a `ClientEvent` subclass with a class-attribute `etype`.
+pub(crate) fn encode_typed<E: Event + ?Sized>(
+    ev: &E,
+    out: &mut Payload,
+    all_f32: bool,
+) -> Result<(), EncodeError> {
+    out.head.clear();
+    out.tail = Bytes::new();
+    let mut entries = 2;
+    if let Some(k) = ev.key() {
+        write_str(&mut out.head, "key");
+        write_str(&mut out.head, k);
+        entries += 1;
+    }
+    write_str(&mut out.head, "value");
+    to_msgpack(&mut out.head, ev, all_f32)?;
+    write_str(&mut out.head, "etype");
+    write_str(&mut out.head, E::ETYPE);
+    out.entries = entries;
+    Ok(())
+}
+
+/// Encodes a dynamic event: `etype, [key], extras..., value` after `ts`, the
+/// order of Python's keyword form `ClientEvent(etype=..., key=..., value=...)`.
+pub(crate) fn encode_dyn(ev: &DynEvent, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
+    out.head.clear();
+    out.tail = Bytes::new();
+    let mut entries = 2;
+    write_str(&mut out.head, "etype");
+    write_str(&mut out.head, &ev.etype);
+    if let Some(k) = &ev.key {
+        write_str(&mut out.head, "key");
+        write_str(&mut out.head, k);
+        entries += 1;
+    }
+    for (name, v) in &ev.extras {
+        write_str(&mut out.head, name);
+        to_msgpack(&mut out.head, v, all_f32)?;
+        entries += 1;
+    }
+    write_str(&mut out.head, "value");
+    match &ev.value {
+        DynValue::Value(v) => to_msgpack(&mut out.head, v, all_f32)?,
+        DynValue::Encoded(b) => out.tail = b.clone(),
+    }
+    out.entries = entries;
+    Ok(())
+}
+
+/// A pre-encoded message is sent as is.
+pub(crate) fn encode_raw(ev: &RawEvent, out: &mut Payload) {
+    out.head.clear();
+    out.entries = WHOLE;
+    out.tail = ev.bytes.clone();
+}
+
+/// Reads the envelope of one inbound message: a map with string keys and a
+/// string `etype`. Everything is validated (see [`Reader`]); values other
+/// than the envelope's own fields are only located, not decoded.
+pub(crate) fn read_envelope(msg: &[u8]) -> Result<Envelope, DecodeError> {
+    let mut r = Reader::new(msg);
+    let n = r.map_header()?;
+    let mut env = Envelope::default();
+    let mut etype = None;
+    for _ in 0..n {
+        let key = r.key()?;
+        let key_range = r.pos() - key.len()..r.pos();
+        match key {
+            "etype" => match r.opt_str_span() {
+                Ok(Some(s)) => etype = Some(s),
+                Ok(None) | Err(None) => return Err(DecodeError::MissingEtype),
+                Err(Some(e)) => return Err(e),
+            },
+            "ts" => match r.number() {
+                Some(Number::UInt(u)) => env.ts_ms = i64::try_from(u).ok(),
+                Some(Number::Int(i)) => env.ts_ms = Some(i),
+                Some(Number::Float(f)) => {
+                    env.ts_ms = f.is_finite().then(|| (f * 1000.0) as i64);
+                }
+                None => {
+                    let v = r.span(1)?;
+                    env.extras.push((key_range, v));
+                }
+            },
+            "data" => env.data = Some(r.span(1)?),
+            "value" => env.value = Some(r.span(1)?),
+            "uuid" | "rtype" | "key" => match r.opt_str_span() {
+                Ok(s) => {
+                    let slot = match key {
+                        "uuid" => &mut env.uuid,
+                        "rtype" => &mut env.rtype,
+                        _ => &mut env.key,
+                    };
+                    *slot = s;
+                }
+                Err(Some(e)) => return Err(e),
+                Err(None) => {
+                    let v = r.span(1)?;
+                    env.extras.push((key_range, v));
+                }
+            },
+            "strict" => match r.bool() {
+                Some(b) => env.strict = Some(b),
+                None => {
+                    let v = r.span(1)?;
+                    env.extras.push((key_range, v));
+                }
+            },
+            _ => {
+                let v = r.span(1)?;
+                env.extras.push((key_range, v));
+            }
+        }
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::TrailingBytes {
+            count: r.remaining(),
+        });
+    }
+    env.etype = etype.ok_or(DecodeError::MissingEtype)?;
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests;

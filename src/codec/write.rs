@@ -1,0 +1,207 @@
+//! Canonical msgpack writers: the smallest form for every integer, string,
+//! binary, array and map header, exactly as Python's `msgpack.packb` chooses
+//! it (non-negative integers use the unsigned families).
+//!
+//! Every function appends to a `Vec<u8>` and cannot fail, so the hot path has
+//! no `Result` plumbing.
+
+use crate::Value;
+
+#[inline]
+pub(crate) fn write_nil(out: &mut Vec<u8>) {
+    out.push(0xc0);
+}
+
+#[inline]
+pub(crate) fn write_bool(out: &mut Vec<u8>, v: bool) {
+    out.push(if v { 0xc3 } else { 0xc2 });
+}
+
+/// Non-negative integers: positive fixint, uint8/16/32/64.
+#[inline]
+pub(crate) fn write_uint(out: &mut Vec<u8>, v: u64) {
+    if v < 128 {
+        out.push(v as u8);
+    } else if v <= u8::MAX as u64 {
+        out.extend_from_slice(&[0xcc, v as u8]);
+    } else if v <= u16::MAX as u64 {
+        out.push(0xcd);
+        out.extend_from_slice(&(v as u16).to_be_bytes());
+    } else if v <= u32::MAX as u64 {
+        out.push(0xce);
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Signed integers: non-negative ones go through [`write_uint`], negative
+/// ones use negative fixint, int8/16/32/64.
+#[inline]
+pub(crate) fn write_int(out: &mut Vec<u8>, v: i64) {
+    if v >= 0 {
+        write_uint(out, v as u64);
+    } else if v >= -32 {
+        out.push(v as i8 as u8);
+    } else if v >= i8::MIN as i64 {
+        out.extend_from_slice(&[0xd0, v as i8 as u8]);
+    } else if v >= i16::MIN as i64 {
+        out.push(0xd1);
+        out.extend_from_slice(&(v as i16).to_be_bytes());
+    } else if v >= i32::MIN as i64 {
+        out.push(0xd2);
+        out.extend_from_slice(&(v as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Size in bytes of the encoding of a non-negative integer.
+#[inline]
+pub(crate) fn uint_len(v: u64) -> usize {
+    if v < 128 {
+        1
+    } else if v <= u8::MAX as u64 {
+        2
+    } else if v <= u16::MAX as u64 {
+        3
+    } else if v <= u32::MAX as u64 {
+        5
+    } else {
+        9
+    }
+}
+
+#[inline]
+pub(crate) fn write_f32(out: &mut Vec<u8>, v: f32) {
+    out.push(0xca);
+    out.extend_from_slice(&v.to_bits().to_be_bytes());
+}
+
+#[inline]
+pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) {
+    out.push(0xcb);
+    out.extend_from_slice(&v.to_bits().to_be_bytes());
+}
+
+#[inline]
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if n <= u8::MAX as usize {
+        out.extend_from_slice(&[0xd9, n as u8]);
+    } else if n <= u16::MAX as usize {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[inline]
+pub(crate) fn write_bin(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n <= u8::MAX as usize {
+        out.extend_from_slice(&[0xc4, n as u8]);
+    } else if n <= u16::MAX as usize {
+        out.push(0xc5);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xc6);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(b);
+}
+
+#[inline]
+pub(crate) fn write_array_len(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+#[inline]
+pub(crate) fn write_map_len(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x80 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xde);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+/// Size of an array or map header for `n` entries.
+#[inline]
+pub(crate) fn container_header_len(n: usize) -> usize {
+    if n < 16 {
+        1
+    } else if n <= u16::MAX as usize {
+        3
+    } else {
+        5
+    }
+}
+
+pub(crate) fn write_ext(out: &mut Vec<u8>, tag: i8, data: &[u8]) {
+    let n = data.len();
+    match n {
+        1 => out.push(0xd4),
+        2 => out.push(0xd5),
+        4 => out.push(0xd6),
+        8 => out.push(0xd7),
+        16 => out.push(0xd8),
+        _ if n <= u8::MAX as usize => out.extend_from_slice(&[0xc7, n as u8]),
+        _ if n <= u16::MAX as usize => {
+            out.push(0xc8);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xc9);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+    out.push(tag as u8);
+    out.extend_from_slice(data);
+}
+
+/// Writes a [`Value`] in canonical form.
+pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Nil => write_nil(out),
+        Value::Bool(b) => write_bool(out, *b),
+        Value::Int(i) => write_int(out, *i),
+        Value::UInt(u) => write_uint(out, *u),
+        Value::F32(f) => write_f32(out, *f),
+        Value::F64(f) => write_f64(out, *f),
+        Value::Str(s) => write_str(out, s),
+        Value::Bin(b) => write_bin(out, b),
+        Value::Array(a) => {
+            write_array_len(out, a.len());
+            for x in a {
+                write_value(out, x);
+            }
+        }
+        Value::Map(m) => {
+            write_map_len(out, m.len());
+            for (k, x) in m {
+                write_str(out, k);
+                write_value(out, x);
+            }
+        }
+        Value::Ext(tag, data) => write_ext(out, *tag, data),
+    }
+}

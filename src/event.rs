@@ -1,0 +1,545 @@
+//! Outgoing events (typed, dynamic, pre-encoded) and inbound server events.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{DecodeError, EncodeError};
+use crate::Value;
+
+/// How an outgoing event is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coalesce<'a> {
+    /// Latest value wins per event type: a newer event of the same `etype`
+    /// replaces one still queued.
+    Etype,
+    /// Latest value wins per `(etype, key)`.
+    Key(&'a str),
+    /// Reliable: never replaced or dropped, first in first out.
+    Never,
+}
+
+/// A typed outgoing event: the Rust counterpart of subclassing Python's
+/// `ClientEvent` with an `etype` class attribute.
+///
+/// The implementing type **is the value**: it is serialized with serde as
+/// the event's `value` (structs become msgpack maps, `f32` stays `f32`,
+/// `serde_bytes` become `bin`). A default value is simply `Default`.
+///
+/// By default an event coalesces per `etype` (or per `(etype, key)` when
+/// [`Event::key`] returns a key): when the link is slower than the producer,
+/// only the newest value of each key is sent. Return [`Coalesce::Never`] from
+/// [`Event::coalesce`] (or wrap the event in [`Reliable`]) to send every one.
+///
+/// ```
+/// use serde::Serialize;
+/// use vuer_client::Event;
+///
+/// /// `class SetPosition(ClientEvent): etype = "SET_POSITION"; value = [0, 0, 0]`
+/// #[derive(Serialize, Default)]
+/// struct SetPosition([f32; 3]);
+///
+/// impl Event for SetPosition {
+///     const ETYPE: &'static str = "SET_POSITION";
+/// }
+///
+/// /// A hand pose, coalesced per hand.
+/// #[derive(Serialize)]
+/// struct HandMove {
+///     #[serde(skip)]
+///     hand: &'static str,
+///     matrix: [f32; 16],
+/// }
+///
+/// impl Event for HandMove {
+///     const ETYPE: &'static str = "HAND_MOVE";
+///     fn key(&self) -> Option<&str> {
+///         Some(self.hand)
+///     }
+/// }
+/// # let _ = SetPosition::default();
+/// ```
+pub trait Event: Serialize {
+    /// The event type (`etype` on the wire), e.g. `"SET_POSITION"`.
+    const ETYPE: &'static str;
+
+    /// A top-level `key` sent beside `value` (Vuer's component key, e.g.
+    /// `"defaultCamera"`). Default: none.
+    fn key(&self) -> Option<&str> {
+        None
+    }
+
+    /// How the event is queued. Default: per `(etype, key)` when
+    /// [`Event::key`] is set, else per `etype`.
+    fn coalesce(&self) -> Coalesce<'_> {
+        match self.key() {
+            Some(k) => Coalesce::Key(k),
+            None => Coalesce::Etype,
+        }
+    }
+
+    /// An explicit `ts` in milliseconds since the Unix epoch. Default: the
+    /// time the client accepts the event.
+    fn ts(&self) -> Option<u64> {
+        None
+    }
+
+    /// A maximum age: if the event has not been written this long after it
+    /// was published, it is not sent (and is counted as expired). Default:
+    /// the client's [`max_age`](crate::ClientBuilder::max_age).
+    fn max_age(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Wraps an event so that it is delivered reliably (never coalesced).
+///
+/// ```
+/// # use serde::Serialize;
+/// # use vuer_client::{Event, Reliable};
+/// # #[derive(Serialize)] struct Click; impl Event for Click { const ETYPE: &'static str = "CLICK"; }
+/// let ev = Reliable(Click);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reliable<E>(pub E);
+
+impl<E: Event> Serialize for Reliable<E> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<E: Event> Event for Reliable<E> {
+    const ETYPE: &'static str = E::ETYPE;
+    fn key(&self) -> Option<&str> {
+        self.0.key()
+    }
+    fn coalesce(&self) -> Coalesce<'_> {
+        Coalesce::Never
+    }
+    fn ts(&self) -> Option<u64> {
+        self.0.ts()
+    }
+    fn max_age(&self) -> Option<Duration> {
+        self.0.max_age()
+    }
+}
+
+/// An event whose type is chosen at run time: the counterpart of
+/// `ClientEvent(etype=..., key=..., value=...)`.
+///
+/// On the wire its keys are `ts, etype, key?, <extras>..., value`, the order
+/// Python's keyword-argument form produces.
+///
+/// ```
+/// use vuer_client::{DynEvent, Value};
+/// let ev = DynEvent::new("CAMERA_MOVE")
+///     .key("defaultCamera")
+///     .value(Value::map([("camera", Value::map([("fov", 50.into())]))]));
+/// let reliable = DynEvent::new("CLICK").reliable();
+/// # let _ = (ev, reliable);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynEvent {
+    pub(crate) etype: Cow<'static, str>,
+    pub(crate) key: Option<String>,
+    pub(crate) extras: Vec<(String, Value)>,
+    pub(crate) value: DynValue,
+    pub(crate) ts: Option<u64>,
+    pub(crate) reliable: bool,
+    pub(crate) coalesce_key: Option<String>,
+    pub(crate) max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DynValue {
+    Value(Value),
+    /// Already-encoded msgpack, written as is (no re-encoding).
+    Encoded(Bytes),
+}
+
+impl DynEvent {
+    /// A new event of type `etype` with a nil value.
+    pub fn new(etype: impl Into<Cow<'static, str>>) -> Self {
+        DynEvent {
+            etype: etype.into(),
+            key: None,
+            extras: Vec::new(),
+            value: DynValue::Value(Value::Nil),
+            ts: None,
+            reliable: false,
+            coalesce_key: None,
+            max_age: None,
+        }
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: impl Into<Value>) -> Self {
+        self.value = DynValue::Value(value.into());
+        self
+    }
+
+    /// Sets the value from anything serde can serialize.
+    pub fn value_from<T: Serialize + ?Sized>(mut self, value: &T) -> Result<Self, EncodeError> {
+        self.value = DynValue::Value(Value::from_serialize(value)?);
+        Ok(self)
+    }
+
+    /// Sets the value to already-encoded msgpack bytes, sent without
+    /// re-encoding: encode a large payload (a point cloud, an image) once
+    /// and send it to several servers or many times. The bytes are checked
+    /// once here.
+    pub fn value_msgpack(mut self, encoded: Bytes) -> Result<Self, EncodeError> {
+        crate::codec::validate_value(&encoded)
+            .map_err(|e| EncodeError::NotAnEvent(format!("pre-encoded value: {e}")))?;
+        self.value = DynValue::Encoded(encoded);
+        Ok(self)
+    }
+
+    /// Sets the top-level `key` (and coalesces per `(etype, key)`).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds another top-level entry (the server turns each into an
+    /// attribute of the event). `ts`, `etype`, `key` and `value` are
+    /// reserved and ignored here.
+    pub fn extra(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let name = name.into();
+        if !matches!(name.as_str(), "ts" | "etype" | "key" | "value") {
+            self.extras.push((name, value.into()));
+        }
+        self
+    }
+
+    /// Sets `ts` (milliseconds since the Unix epoch) instead of the time of
+    /// publishing.
+    pub fn ts(mut self, ts_ms: u64) -> Self {
+        self.ts = Some(ts_ms);
+        self
+    }
+
+    /// Delivers this event reliably (never coalesced).
+    pub fn reliable(mut self) -> Self {
+        self.reliable = true;
+        self
+    }
+
+    /// Coalesces on `key` (per etype) instead of the top-level `key`.
+    pub fn coalesce_on(mut self, key: impl Into<String>) -> Self {
+        self.coalesce_key = Some(key.into());
+        self
+    }
+
+    /// A maximum age (see [`Event::max_age`]).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// The event type.
+    pub fn etype(&self) -> &str {
+        &self.etype
+    }
+
+    pub(crate) fn coalesce(&self) -> Coalesce<'_> {
+        if self.reliable {
+            Coalesce::Never
+        } else if let Some(k) = &self.coalesce_key {
+            Coalesce::Key(k)
+        } else if let Some(k) = &self.key {
+            Coalesce::Key(k)
+        } else {
+            Coalesce::Etype
+        }
+    }
+}
+
+/// A complete, already-encoded msgpack message, sent byte for byte.
+///
+/// Use it to forward recorded traffic or to send the same large message to
+/// several servers without re-encoding. The bytes are validated once, when
+/// the `RawEvent` is made: a Vuer server closes the session on a message
+/// that is not a map with string keys and an `etype`.
+///
+/// ```
+/// use bytes::Bytes;
+/// use vuer_client::RawEvent;
+/// let msg = Bytes::from_static(&[0x82, 0xa5, b'e', b't', b'y', b'p', b'e', 0xa4, b'P', b'I', b'N', b'G', 0xa5, b'v', b'a', b'l', b'u', b'e', 0xc0]);
+/// let ev = RawEvent::from_msgpack(msg).unwrap();
+/// assert_eq!(ev.etype(), "PING");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEvent {
+    pub(crate) bytes: Bytes,
+    pub(crate) etype: Range<usize>,
+    pub(crate) key: Option<Range<usize>>,
+    pub(crate) reliable: bool,
+}
+
+impl RawEvent {
+    /// Validates `bytes` as one Vuer event message.
+    pub fn from_msgpack(bytes: Bytes) -> Result<Self, EncodeError> {
+        let env = crate::codec::read_envelope(&bytes)
+            .map_err(|e| EncodeError::NotAnEvent(e.to_string()))?;
+        Ok(RawEvent {
+            etype: env.etype,
+            key: env.key,
+            bytes,
+            reliable: false,
+        })
+    }
+
+    /// Delivers this message reliably (never coalesced).
+    pub fn reliable(mut self) -> Self {
+        self.reliable = true;
+        self
+    }
+
+    /// The event type.
+    pub fn etype(&self) -> &str {
+        std::str::from_utf8(&self.bytes[self.etype.clone()]).unwrap_or("")
+    }
+
+    /// The top-level `key`, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key
+            .clone()
+            .and_then(|r| std::str::from_utf8(&self.bytes[r]).ok())
+    }
+
+    /// The message bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub(crate) fn coalesce(&self) -> Coalesce<'_> {
+        if self.reliable {
+            Coalesce::Never
+        } else if let Some(k) = self.key() {
+            Coalesce::Key(k)
+        } else {
+            Coalesce::Etype
+        }
+    }
+}
+
+/// An event received from the server (or relayed through it).
+///
+/// The envelope (`etype`, `ts`, `uuid`, `rtype`, `key`, `strict`) is read
+/// when the message arrives; `data` stays as raw msgpack inside the frame's
+/// buffer until it is asked for, so an event nobody reads costs little.
+/// Cloning is cheap (the frame buffer is shared).
+///
+/// ```
+/// # fn show(event: vuer_client::ServerEvent) -> Result<(), vuer_client::DecodeError> {
+/// if event.etype() == "UPSERT" {
+///     let data = event.data()?;
+///     for node in data["nodes"].as_array().unwrap_or_default() {
+///         println!("{} {}", node["tag"], node["key"]);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct ServerEvent {
+    pub(crate) frame: Bytes,
+    pub(crate) env: Envelope,
+    pub(crate) from_text: bool,
+}
+
+/// Byte ranges of the envelope's parts inside the frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Envelope {
+    pub(crate) etype: Range<usize>,
+    pub(crate) ts_ms: Option<i64>,
+    pub(crate) data: Option<Range<usize>>,
+    pub(crate) value: Option<Range<usize>>,
+    pub(crate) uuid: Option<Range<usize>>,
+    pub(crate) rtype: Option<Range<usize>>,
+    pub(crate) key: Option<Range<usize>>,
+    pub(crate) strict: Option<bool>,
+    /// Every other top-level entry: (key range, value range).
+    pub(crate) extras: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl ServerEvent {
+    /// Decodes one binary (msgpack) message.
+    pub fn from_msgpack(frame: Bytes) -> Result<Self, DecodeError> {
+        let env = crate::codec::read_envelope(&frame)?;
+        Ok(ServerEvent {
+            frame,
+            env,
+            from_text: false,
+        })
+    }
+
+    /// Decodes one text (JSON) message. The buffer is parsed in place.
+    pub fn from_json(mut text: bytes::BytesMut) -> Result<Self, DecodeError> {
+        let mut out = Vec::with_capacity(text.len());
+        crate::codec::json_to_msgpack(&mut text, &mut out)?;
+        let mut ev = Self::from_msgpack(Bytes::from(out))?;
+        ev.from_text = true;
+        Ok(ev)
+    }
+
+    fn str_at(&self, r: &Range<usize>) -> &str {
+        // Validated as UTF-8 when the envelope was read.
+        std::str::from_utf8(&self.frame[r.clone()]).unwrap_or("")
+    }
+
+    /// The event type, e.g. `"SET"`, `"UPSERT"`, `"GRAB_RENDER"`.
+    pub fn etype(&self) -> &str {
+        self.str_at(&self.env.etype)
+    }
+
+    /// `ts` in milliseconds since the Unix epoch. Integers are taken as
+    /// milliseconds (what the Vuer server sends); floats as seconds (what
+    /// browsers and Python's `ClientEvent` use), converted.
+    pub fn ts(&self) -> Option<i64> {
+        self.env.ts_ms
+    }
+
+    /// The RPC request id, if any.
+    pub fn uuid(&self) -> Option<&str> {
+        self.env.uuid.as_ref().map(|r| self.str_at(r))
+    }
+
+    /// The etype an RPC answer must carry, as the request gives it.
+    pub fn rtype(&self) -> Option<&str> {
+        self.env.rtype.as_ref().map(|r| self.str_at(r))
+    }
+
+    /// The top-level `key` (the component an RPC is addressed to, or the
+    /// component key of a relayed client event).
+    pub fn key(&self) -> Option<&str> {
+        self.env.key.as_ref().map(|r| self.str_at(r))
+    }
+
+    /// `UPDATE`'s top-level `strict` flag.
+    pub fn strict(&self) -> Option<bool> {
+        self.env.strict
+    }
+
+    /// True if this is an RPC request (it carries an `rtype` or a `uuid`).
+    pub fn is_rpc(&self) -> bool {
+        self.env.rtype.is_some() || self.env.uuid.is_some()
+    }
+
+    /// The etype of the answer to this RPC request: its `rtype`, else
+    /// `<etype>_RESPONSE@<uuid>` (PROTOCOL.md §7). `None` if it is not a
+    /// request.
+    pub fn reply_etype(&self) -> Option<String> {
+        if let Some(r) = self.rtype() {
+            return Some(r.to_owned());
+        }
+        self.uuid()
+            .map(|u| format!("{}_RESPONSE@{}", self.etype(), u))
+    }
+
+    fn payload_range(&self) -> Option<&Range<usize>> {
+        self.env.data.as_ref().or(self.env.value.as_ref())
+    }
+
+    /// The raw msgpack of `data` (or of `value`, for relayed client events),
+    /// `None` when the message has neither.
+    pub fn data_raw(&self) -> Option<&[u8]> {
+        self.payload_range().map(|r| &self.frame[r.clone()])
+    }
+
+    /// `data` (or `value`) as a dynamic [`Value`]; nil when absent.
+    pub fn data(&self) -> Result<Value, DecodeError> {
+        match self.data_raw() {
+            Some(raw) => crate::codec::decode_value(raw),
+            None => Ok(Value::Nil),
+        }
+    }
+
+    /// `data` (or `value`) deserialized into `T` with serde. Numbers convert
+    /// between int, f32 and f64 as serde allows; `bin` fits `serde_bytes`
+    /// and `Vec<u8>`.
+    ///
+    /// ```
+    /// # fn f(event: vuer_client::ServerEvent) -> Result<(), vuer_client::DecodeError> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Nodes { nodes: Vec<vuer_client::Value>, to: Option<String> }
+    /// let upsert: Nodes = event.data_as()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        let raw = self.data_raw().unwrap_or(&[0xc0]);
+        rmp_serde::from_slice(raw).map_err(|e| DecodeError::Type(e.to_string()))
+    }
+
+    /// Another top-level entry by name, decoded.
+    pub fn extra(&self, name: &str) -> Option<Result<Value, DecodeError>> {
+        self.env
+            .extras
+            .iter()
+            .find(|(k, _)| &self.frame[k.clone()] == name.as_bytes())
+            .map(|(_, v)| crate::codec::decode_value(&self.frame[v.clone()]))
+    }
+
+    /// Names of the other top-level entries.
+    pub fn extra_names(&self) -> impl Iterator<Item = &str> {
+        self.env.extras.iter().map(|(k, _)| self.str_at(k))
+    }
+
+    /// The whole message as msgpack (for a text frame: its msgpack
+    /// transcoding).
+    pub fn as_msgpack(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The whole message as a [`Value`] map.
+    pub fn to_value(&self) -> Result<Value, DecodeError> {
+        crate::codec::decode_value(&self.frame)
+    }
+
+    /// True if this event arrived in a text (JSON) frame.
+    pub fn was_json(&self) -> bool {
+        self.from_text
+    }
+
+    /// Size of the message in bytes.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// Always false: an event has at least an etype.
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ServerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("ServerEvent");
+        d.field("etype", &self.etype()).field("ts", &self.ts());
+        if let Some(k) = self.key() {
+            d.field("key", &k);
+        }
+        if let Some(u) = self.uuid() {
+            d.field("uuid", &u);
+        }
+        if let Some(r) = self.rtype() {
+            d.field("rtype", &r);
+        }
+        d.field("bytes", &self.frame.len()).finish()
+    }
+}
+
+impl Value {
+    /// Converts anything serde can serialize into a [`Value`] (through
+    /// msgpack, so the result has exactly the wire types).
+    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Value, EncodeError> {
+        let mut buf = Vec::new();
+        crate::codec::to_msgpack(&mut buf, value, false)?;
+        crate::codec::decode_value(&buf).map_err(|e| EncodeError::Custom(e.to_string()))
+    }
+}
