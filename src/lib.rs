@@ -1,11 +1,121 @@
-//! vuer-client (work in progress)
+//! # vuer-client
+//!
+//! A fast streaming client for [Vuer](https://github.com/vuer-ai/vuer)
+//! servers, wire-compatible with vuer 0.1.6, for robotics control loops that
+//! stream poses at 60 Hz and far above.
+//!
+//! * **Latest value wins.** Events are keyed (by `etype`, or `etype` plus
+//!   `key`) unless sent reliably: when the link or the server is slower than
+//!   the producer, only the newest value of each key is sent, and every
+//!   superseded value is counted ([`Stats::coalesced`]).
+//! * **Bounded.** The outgoing ring and the inbound queues are bounded in
+//!   events and bytes; memory does not grow whatever the producer or the
+//!   server does.
+//! * **Cheap to publish.** [`VuerClient::publish`] encodes the event on the
+//!   caller's thread, swaps a buffer into the ring under a short lock and
+//!   returns; it never blocks and needs no runtime, so a plain control-loop
+//!   thread can call it.
+//! * **Batched writes.** A sender task drains whatever is ready and writes
+//!   it as one buffer (msgpack, frame headers and masks written in place):
+//!   one syscall for many frames, no added latency at low rates.
+//! * **Errors are values.** Connecting, publishing, decoding and closing all
+//!   return typed errors; a malformed inbound message is counted and
+//!   skipped.
+//! * **Survives restarts.** The client reconnects with backoff, sends INIT
+//!   again and restores the latest value of every key.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use serde::Serialize;
+//! use vuer_client::{Event, VuerClient};
+//!
+//! /// `class SetPosition(ClientEvent): etype = "SET_POSITION"`
+//! #[derive(Serialize)]
+//! struct SetPosition([f32; 3]);
+//!
+//! impl Event for SetPosition {
+//!     const ETYPE: &'static str = "SET_POSITION";
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut client = VuerClient::connect("ws://localhost:8012").await?;
+//!     for i in 0..200 {
+//!         let t = i as f32 * 0.05;
+//!         client.publish(&SetPosition([t.sin() * 2.0, 0.5 + (2.0 * t).sin() * 0.3, 0.0]))?;
+//!         tokio::time::sleep(std::time::Duration::from_millis(16)).await;
+//!     }
+//!     while let Some(event) = client.recv_timeout(std::time::Duration::from_millis(200)).await {
+//!         println!("{} {}", event.etype(), event.data()?);
+//!     }
+//!     client.close().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Delivery semantics
+//!
+//! * **Ordering.** Events leave in the order they entered the outgoing
+//!   queue. A keyed event that replaces a queued one takes that one's place
+//!   in line, so per key, values are sent in the order published (only the
+//!   newest of those queued together); across keys, a key's place is that
+//!   of its oldest pending value. Reliable (unkeyed) events keep their order
+//!   among themselves. Send two kinds of events reliably if their relative
+//!   order matters.
+//! * **At most once per connection, at least once across a reconnect.** An
+//!   event is written once. If the connection breaks while a batch is being
+//!   written, the whole batch goes back to the front of the queue and is
+//!   written again on the next connection, so an event the server already
+//!   read may arrive twice (never zero times).
+//! * **After a reconnect**, the new session gets INIT, then the last
+//!   written value of every key that has nothing queued (state restore, see
+//!   [`ClientBuilder::restore_state`]), then everything still queued, in
+//!   order.
+//! * **Drops are counted.** `published = sent + coalesced + expired +
+//!   rejected + dropped + pending` at every moment (see [`Stats`]).
+//!
+//! ## Architecture
+//!
+//! * `ring`: the coalescing ring (no tokio inside).
+//! * `codec`: msgpack envelopes and client frames (no tokio inside).
+//! * `sender`: the task that owns the write half.
+//! * `decoder`: the task that owns the read half.
+//! * `supervisor`: runs a connection's tasks, reconnects.
+//! * `connection`: TCP, TLS, the websocket upgrade.
+//! * `client`, `config`, `error`, `stats`: the public surface.
+//! * [`server`]: a Vuer-compatible server for tests, benchmarks and the CLI.
+
+#![warn(missing_docs)]
+#![deny(unreachable_pub)]
+
+mod client;
 pub(crate) mod clock;
 pub(crate) mod codec;
-pub mod error;
-pub mod event;
+mod config;
+mod connection;
+mod decoder;
+mod error;
+mod event;
+mod inbound;
 pub mod ring;
-pub mod value;
+mod sender;
+pub mod server;
+mod shared;
+mod stats;
+mod supervisor;
+mod value;
 
-pub use error::{DecodeError, EncodeError};
+pub use client::{ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
+pub use config::{default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE, DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI};
+pub use connection::socket::{SocketOptions, TcpInfo};
+pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
+pub use ring::Overflow;
+pub use stats::Stats;
+pub use supervisor::Reconnect;
 pub use value::Value;
+
+/// The rustls version this crate uses, to build a
+/// [`ClientBuilder::tls_config`].
+pub use rustls;

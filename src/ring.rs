@@ -185,7 +185,9 @@ impl<T> Ring<T> {
     pub fn new(limits: RingLimits, overflow: Overflow) -> Self {
         Ring {
             queue: VecDeque::with_capacity(limits.max_items.min(1024)),
-            head_seq: 0,
+            // Starts high so that restored values (numbered below the head)
+            // never wrap.
+            head_seq: 1 << 62,
             bytes: 0,
             index: HashMap::with_hasher(FxBuildHasher),
             keys: Vec::new(),
@@ -478,13 +480,13 @@ impl<T> Ring<T> {
     }
 
     /// Prepares the line for a new connection (state restore): the retained
-    /// last value of every key that has nothing queued is put back in line,
-    /// and all keyed items move ahead of the unkeyed ones (each group keeps
-    /// its order). `clone` copies a retained value. Returns how many values
-    /// were restored. Restored values count as published again.
+    /// last value of every key that has nothing queued is put at the front
+    /// of the line, oldest first, ahead of everything already queued (which
+    /// keeps its order). `clone` copies a retained value. Returns how many
+    /// values were restored; they count as published again.
     pub fn restore(&mut self, mut clone: impl FnMut(&T) -> T) -> usize {
         let mut restored: Vec<Slot<T>> = Vec::new();
-        for (_, &id) in self.index.iter() {
+        for &id in self.index.values() {
             let st = &self.keys[id as usize];
             if st.pending.is_none() {
                 if let Some((item, bytes, born)) = &st.last {
@@ -498,22 +500,28 @@ impl<T> Ring<T> {
                 }
             }
         }
-        // Oldest first, so the restored line follows the original timing.
-        restored.sort_by_key(|s| s.born);
+        // Newest first into push_front, so the line starts with the oldest.
+        restored.sort_by_key(|s| std::cmp::Reverse(s.born));
         let n = restored.len();
         self.counters.published += n as u64;
-        let old: Vec<Slot<T>> = self.queue.drain(..).collect();
-        let (keyed, unkeyed): (Vec<_>, Vec<_>) = old.into_iter().partition(|s| s.key != NO_KEY);
-        self.bytes = 0;
-        for slot in restored.into_iter().chain(keyed).chain(unkeyed) {
-            let seq = self.head_seq + self.queue.len() as u64;
-            if slot.key != NO_KEY {
-                self.keys[slot.key as usize].pending = Some(seq);
-            }
+        for slot in restored {
+            self.head_seq -= 1;
             self.bytes += slot.bytes;
-            self.queue.push_back(slot);
+            self.keys[slot.key as usize].pending = Some(self.head_seq);
+            self.queue.push_front(slot);
         }
         n
+    }
+
+    /// Sequence number of the first queued item: every item with a lower
+    /// number has left the line.
+    pub fn head_seq(&self) -> u64 {
+        self.head_seq
+    }
+
+    /// Sequence number the next queued item will get.
+    pub fn tail_seq(&self) -> u64 {
+        self.head_seq + self.queue.len() as u64
     }
 
     /// Drops everything queued, counting it as dropped (used when the client
@@ -526,6 +534,19 @@ impl<T> Ring<T> {
             recycle(slot.item);
         }
         n
+    }
+
+    /// Counts an item refused before it reached the ring (e.g. too large to
+    /// encode within the message limit), so the identity still holds.
+    pub fn count_rejected(&mut self) {
+        self.counters.published += 1;
+        self.counters.rejected += 1;
+    }
+
+    /// Takes back one refusal (the caller retries the same item later).
+    pub fn uncount_rejected(&mut self) {
+        self.counters.published -= 1;
+        self.counters.rejected -= 1;
     }
 
     /// Counts in-flight items as dropped (their write failed and they will
@@ -661,9 +682,9 @@ mod tests {
         r.push(None, 7, 1, 3, u64::MAX).unwrap();
         r.push(k("b"), 5, 1, 4, u64::MAX).unwrap();
         assert_eq!(r.restore(|v| *v), 1);
-        // a's last value is restored; b has a newer pending value; the
-        // reliable item goes after the keyed ones.
-        assert_eq!(drain_all(&mut r, 0), vec![1, 5, 7]);
+        // a's last value is restored first; b has a newer pending value, so
+        // its old one is not; the queued items keep their order.
+        assert_eq!(drain_all(&mut r, 0), vec![1, 7, 5]);
         check_identity(&r);
     }
 

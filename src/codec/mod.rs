@@ -31,7 +31,7 @@ use write::*;
 /// An encoded outgoing message, minus its `ts` (written at send time from
 /// `ts_ms`), or a complete pre-encoded message.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Payload {
+pub struct Payload {
     /// `ts` in milliseconds.
     pub ts_ms: u64,
     /// Map entries in `head`/`tail` (not counting `ts`); [`WHOLE`] when

@@ -1,0 +1,526 @@
+//! The public handles: [`VuerClient`] (owns the connection and the inbound
+//! stream), [`Publisher`] (a clonable producer handle) and [`Subscription`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::ReusableBoxFuture;
+
+use crate::codec::{encode_dyn, encode_raw, encode_typed, Payload};
+use crate::config::ClientBuilder;
+use crate::connection::{self, Target};
+use crate::error::{ConnectError, Disconnect, EncodeError, PublishError};
+use crate::event::{DynEvent, Event, RawEvent};
+use crate::inbound::Queue;
+use crate::shared::{Meta, Shared};
+use crate::stats::Stats;
+use crate::{ServerEvent, Value};
+
+/// The connection's state, observable with [`VuerClient::state`] and
+/// [`VuerClient::watch_state`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Connecting for the first time.
+    Connecting,
+    /// Connected: INIT was sent and events flow.
+    Connected,
+    /// The connection was lost; a reconnect follows if the policy allows.
+    Disconnected(Disconnect),
+    /// Waiting `delay` before reconnect attempt `attempt` (1-based).
+    Reconnecting {
+        /// Attempt number since the connection was lost.
+        attempt: u32,
+        /// Backoff before this attempt.
+        delay: Duration,
+    },
+    /// Closed for good.
+    Closed(Disconnect),
+}
+
+impl std::fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionState::Connecting => f.write_str("connecting"),
+            ConnectionState::Connected => f.write_str("connected"),
+            ConnectionState::Disconnected(r) => write!(f, "disconnected: {r}"),
+            ConnectionState::Reconnecting { attempt, delay } => {
+                write!(f, "reconnecting (attempt {attempt}, in {delay:?})")
+            }
+            ConnectionState::Closed(r) => write!(f, "closed: {r}"),
+        }
+    }
+}
+
+mod sealed {
+    use super::*;
+
+    /// How an outgoing event is queued and encoded.
+    pub trait Encode {
+        fn meta(&self) -> Meta<'_>;
+        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError>;
+    }
+
+    impl<E: Event> Encode for E {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: E::ETYPE,
+                coalesce: self.coalesce(),
+                ts: Event::ts(self),
+                max_age: Event::max_age(self),
+            }
+        }
+        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
+            encode_typed(self, out, all_f32)
+        }
+    }
+
+    impl Encode for DynEvent {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: &self.etype,
+                coalesce: self.coalesce(),
+                ts: self.ts,
+                max_age: self.max_age,
+            }
+        }
+        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
+            encode_dyn(self, out, all_f32)
+        }
+    }
+
+    impl Encode for RawEvent {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: self.etype(),
+                coalesce: self.coalesce(),
+                ts: None,
+                max_age: None,
+            }
+        }
+        fn encode(&self, out: &mut Payload, _all_f32: bool) -> Result<(), EncodeError> {
+            encode_raw(self, out);
+            Ok(())
+        }
+    }
+}
+
+/// Anything the client can send: a typed [`Event`], a [`DynEvent`] or a
+/// [`RawEvent`]. Sealed; implement [`Event`] for your own types.
+pub trait Outgoing: sealed::Encode {}
+impl<T: sealed::Encode + ?Sized> Outgoing for T {}
+
+/// A connection to a Vuer server.
+///
+/// Connecting spawns the client's tasks: a sender that owns the write half
+/// and drains the outgoing ring, a decoder that owns the read half and fills
+/// the inbound queue, and a supervisor that reconnects. The handle itself
+/// never touches the socket.
+///
+/// ```no_run
+/// use serde::Serialize;
+/// use vuer_client::{Event, VuerClient};
+///
+/// #[derive(Serialize)]
+/// struct SetPosition([f32; 3]);
+/// impl Event for SetPosition {
+///     const ETYPE: &'static str = "SET_POSITION";
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = VuerClient::connect("ws://localhost:8012").await?;
+/// client.publish(&SetPosition([0.0, 0.5, 0.0]))?; // never blocks
+/// client.send(&SetPosition([1.0, 0.5, 0.0])).await?; // waits for room
+/// if let Some(event) = client.recv_timeout(std::time::Duration::from_secs(1)).await {
+///     println!("{} {:?}", event.etype(), event.data()?);
+/// }
+/// client.close().await?;
+/// # Ok(()) }
+/// ```
+pub struct VuerClient {
+    shared: Arc<Shared>,
+    next: ReusableBoxFuture<'static, Option<ServerEvent>>,
+    next_armed: bool,
+}
+
+impl std::fmt::Debug for VuerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VuerClient")
+            .field("uri", &self.shared.config.uri)
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+async fn pop(q: Arc<Queue>) -> Option<ServerEvent> {
+    q.pop().await
+}
+
+impl VuerClient {
+    /// A builder with every option (defaults and environment applied).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Connects to `uri` with the default options (other settings from the
+    /// environment, as [`ClientBuilder::new`] reads them).
+    pub async fn connect(uri: &str) -> Result<VuerClient, ConnectError> {
+        ClientBuilder::new().uri(uri).connect().await
+    }
+
+    pub(crate) async fn connect_with(builder: ClientBuilder) -> Result<VuerClient, ConnectError> {
+        builder.check()?;
+        let config = builder.config;
+        let target = Target::parse(&config.uri)?;
+        let shared = Arc::new(Shared::new(config));
+        let conn = first_connect(&shared, &target).await?;
+        tokio::spawn(crate::supervisor::run(shared.clone(), target, conn));
+        let queue = shared.inbound.main.clone();
+        Ok(VuerClient {
+            next: ReusableBoxFuture::new(pop(queue)),
+            next_armed: false,
+            shared,
+        })
+    }
+
+    /// Queues an event without waiting; callable from any thread (no
+    /// runtime needed), it never blocks. Keyed events replace a queued value
+    /// of the same key; unkeyed ones fail with [`PublishError::Full`] when
+    /// the queue is full (or follow the configured
+    /// [`Overflow`](crate::Overflow) policy). The counterpart of Python's
+    /// `client.send @ event`, but errors are returned, not hidden.
+    pub fn publish<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        publish(&self.shared, event)
+    }
+
+    /// Queues an event, waiting for room when the queue is full (the
+    /// counterpart of `await client.send(event)`). It returns when the event
+    /// is queued; [`flush`](Self::flush) waits until it is written.
+    ///
+    /// Cancel-safe: if the future is dropped, the event was either queued or
+    /// not, never half-queued.
+    pub async fn send<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        send(&self.shared, event).await
+    }
+
+    /// Waits until every event queued before the call has been written to
+    /// the socket (or resolved: coalesced, expired, dropped).
+    pub async fn flush(&self) -> Result<(), PublishError> {
+        self.shared.flush().await
+    }
+
+    /// A clonable handle for other producers (threads or tasks).
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The next inbound event; `None` once the client is closed and every
+    /// queued event has been read. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<ServerEvent> {
+        std::future::poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Like [`recv`](Self::recv), but `None` also after `timeout` (as
+    /// Python's `recv(timeout=...)`).
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
+        tokio::time::timeout(timeout, self.recv()).await.ok().flatten()
+    }
+
+    /// An inbound event if one is queued now.
+    pub fn try_recv(&mut self) -> Option<ServerEvent> {
+        self.shared.inbound.main.try_pop().ok()
+    }
+
+    fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
+        if !self.next_armed {
+            self.next.set(pop(self.shared.inbound.main.clone()));
+            self.next_armed = true;
+        }
+        let r = self.next.poll(cx);
+        if r.is_ready() {
+            self.next_armed = false;
+        }
+        r
+    }
+
+    /// A stream of just the events whose `etype` matches `pattern` (`*` and
+    /// `?` globs, as in Vuer's `fnmatch` filters), e.g. `"UPSERT"` or
+    /// `"GRAB_*"`. Matching events go to every matching subscription and not
+    /// to [`recv`](Self::recv); the others are left for `recv`. Each
+    /// subscription has the inbound queue's bounds and policy.
+    pub fn subscribe(&self, pattern: &str) -> Subscription {
+        let queue = self.shared.inbound.subscribe(pattern);
+        Subscription {
+            next: ReusableBoxFuture::new(pop(queue.clone())),
+            next_armed: false,
+            queue,
+        }
+    }
+
+    /// Answers RPC requests whose `etype` matches `pattern` (e.g.
+    /// `"GRAB_RENDER"`). `answer` runs on the decoder task, so it must be
+    /// quick; it returns the answer's `value`, or `None` to not answer (the
+    /// server then times out, as with a browser that has no such camera).
+    /// The answer is sent with the request's `rtype` as etype (or
+    /// `<etype>_RESPONSE@<uuid>`) and echoes its `key`. For slow answers,
+    /// [`subscribe`](Self::subscribe) and [`respond`](Self::respond) instead.
+    pub fn answer_rpc<F>(&self, pattern: &str, answer: F)
+    where
+        F: Fn(&ServerEvent) -> Option<Value> + Send + Sync + 'static,
+    {
+        self.shared.inbound.add_rpc_handler(pattern, Arc::new(answer));
+    }
+
+    /// Sends the answer to an RPC request (reliably): etype = the request's
+    /// `rtype` (or `<etype>_RESPONSE@<uuid>`), `key` echoed, `value` as
+    /// given. Vuer waits 2 s by default for an answer.
+    pub fn respond(&self, request: &ServerEvent, value: impl Into<Value>) -> Result<(), PublishError> {
+        publish_dyn(&self.shared, &reply_event(request, value.into()))
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        matches!(*self.shared.state.borrow(), ConnectionState::Connected)
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.borrow().clone()
+    }
+
+    /// A watch of the connection's state (every change is sent).
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The URI this client connects to.
+    pub fn uri(&self) -> &str {
+        &self.shared.config.uri
+    }
+
+    /// Closes the connection gracefully: everything accepted is written
+    /// first, then a close frame is sent and the server's answer awaited,
+    /// all within the close timeout. Returns `Ok` when the close was clean
+    /// and nothing was left behind; otherwise the reason (events still
+    /// queued at the deadline are counted as dropped). Idempotent.
+    pub async fn close(&self) -> Result<(), Disconnect> {
+        self.shared.begin_close();
+        let mut state = self.shared.state.subscribe();
+        let deadline = self.shared.config.close_timeout * 2 + Duration::from_millis(100);
+        let closed = tokio::time::timeout(deadline, async {
+            loop {
+                if let ConnectionState::Closed(r) = &*state.borrow_and_update() {
+                    return r.clone();
+                }
+                if state.changed().await.is_err() {
+                    return Disconnect::Local;
+                }
+            }
+        })
+        .await;
+        let reason = match closed {
+            Ok(r) => r,
+            Err(_) => {
+                self.shared.shutdown.cancel();
+                self.shared.finish(Disconnect::Local);
+                Disconnect::Local
+            }
+        };
+        let dropped = self.shared.stats().dropped;
+        match reason {
+            Disconnect::Local if dropped == 0 => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
+impl Drop for VuerClient {
+    /// Starts a graceful close in the background and returns at once; the
+    /// tasks stop within the close timeout (at once without a runtime).
+    fn drop(&mut self) {
+        self.shared.begin_close();
+        let shared = self.shared.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                let t = shared.config.close_timeout * 2;
+                h.spawn(async move {
+                    tokio::time::sleep(t).await;
+                    shared.shutdown.cancel();
+                });
+            }
+            Err(_) => shared.shutdown.cancel(),
+        }
+    }
+}
+
+impl futures_core::Stream for VuerClient {
+    type Item = ServerEvent;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
+        self.get_mut().poll_next_event(cx)
+    }
+}
+
+/// A clonable handle for producers: publish from many threads or tasks.
+///
+/// ```no_run
+/// # async fn f(client: vuer_client::VuerClient) {
+/// let publisher = client.publisher();
+/// std::thread::spawn(move || {
+///     // A 1 kHz control loop: publish never blocks and needs no runtime.
+///     let pose = vuer_client::DynEvent::new("ROBOT_STATE").value(vec![0.1f32, 0.2, 0.3]);
+///     publisher.publish(&pose).ok();
+/// });
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("uri", &self.shared.config.uri).finish()
+    }
+}
+
+impl Publisher {
+    /// See [`VuerClient::publish`].
+    pub fn publish<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        publish(&self.shared, event)
+    }
+
+    /// See [`VuerClient::send`].
+    pub async fn send<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        send(&self.shared, event).await
+    }
+
+    /// See [`VuerClient::flush`].
+    pub async fn flush(&self) -> Result<(), PublishError> {
+        self.shared.flush().await
+    }
+
+    /// See [`VuerClient::stats`].
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// True while connected.
+    pub fn is_connected(&self) -> bool {
+        matches!(*self.shared.state.borrow(), ConnectionState::Connected)
+    }
+}
+
+/// Inbound events of the etypes one [`VuerClient::subscribe`] asked for.
+/// Dropping it unsubscribes.
+pub struct Subscription {
+    queue: Arc<Queue>,
+    next: ReusableBoxFuture<'static, Option<ServerEvent>>,
+    next_armed: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("queued", &self.queue.len()).finish()
+    }
+}
+
+impl Subscription {
+    /// The next matching event; `None` once the client is closed and the
+    /// subscription drained. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<ServerEvent> {
+        std::future::poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Like [`recv`](Self::recv), with a timeout.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
+        tokio::time::timeout(timeout, self.recv()).await.ok().flatten()
+    }
+
+    /// A matching event if one is queued now.
+    pub fn try_recv(&mut self) -> Option<ServerEvent> {
+        self.queue.try_pop().ok()
+    }
+
+    fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
+        if !self.next_armed {
+            self.next.set(pop(self.queue.clone()));
+            self.next_armed = true;
+        }
+        let r = self.next.poll(cx);
+        if r.is_ready() {
+            self.next_armed = false;
+        }
+        r
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
+impl futures_core::Stream for Subscription {
+    type Item = ServerEvent;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
+        self.get_mut().poll_next_event(cx)
+    }
+}
+
+pub(crate) fn publish<E: Outgoing + ?Sized>(shared: &Shared, event: &E) -> Result<(), PublishError> {
+    shared.publish_with(event.meta(), |p, f32| event.encode(p, f32))
+}
+
+pub(crate) async fn send<E: Outgoing + ?Sized>(shared: &Shared, event: &E) -> Result<(), PublishError> {
+    shared
+        .send_with(|| event.meta(), |p, f32| event.encode(p, f32))
+        .await
+}
+
+pub(crate) fn publish_dyn(shared: &Shared, ev: &DynEvent) -> Result<(), PublishError> {
+    publish(shared, ev)
+}
+
+/// The answer to an RPC request (PROTOCOL.md §7).
+pub(crate) fn reply_event(request: &ServerEvent, value: Value) -> DynEvent {
+    let etype = request
+        .reply_etype()
+        .unwrap_or_else(|| format!("{}_RESPONSE", request.etype()));
+    let mut ev = DynEvent::new(etype).value(value).reliable();
+    if let Some(k) = request.key() {
+        ev = ev.key(k);
+    }
+    ev
+}
+
+async fn first_connect(shared: &Arc<Shared>, target: &Target) -> Result<connection::Connection, ConnectError> {
+    let policy = shared.config.reconnect.clone().filter(|_| shared.config.retry_first_connect);
+    let mut attempt = 0u32;
+    loop {
+        match connection::connect(target, &shared.config).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                let Some(p) = &policy else { return Err(e) };
+                attempt += 1;
+                if p.max_attempts.is_some_and(|m| attempt > m) {
+                    return Err(e);
+                }
+                let delay = p.delay(attempt, attempt as u64);
+                tracing::info!(attempt, ?delay, error = %e, "first connect failed; retrying");
+                shared.set_state(ConnectionState::Reconnecting { attempt, delay });
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+

@@ -1,0 +1,569 @@
+//! Client configuration: a builder with every option, each documented with
+//! its default and the reason for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use crate::connection::socket::SocketOptions;
+use crate::error::ConnectError;
+use crate::ring::{Overflow, RingLimits};
+use crate::{Reconnect, Value, VuerClient};
+
+/// Default server URI, as in the Python client.
+pub const DEFAULT_URI: &str = "ws://localhost:8012";
+/// Default inbound message limit (Python client's `WEBSOCKET_MAX_SIZE`).
+pub const DEFAULT_MAX_INBOUND_MESSAGE: usize = 256 << 20;
+/// The Vuer server's limit for one inbound message (aiohttp's default); it
+/// closes the connection with 1009 above it.
+pub const DEFAULT_MAX_OUTGOING_MESSAGE: usize = 4 << 20;
+
+/// What to do with inbound events when the application does not read them
+/// fast enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InboundPolicy {
+    /// Drop the oldest queued event (counted in
+    /// [`Stats::inbound_dropped`](crate::Stats::inbound_dropped)) to make
+    /// room. The default: a streaming client often never reads what the
+    /// server sends back (Vuer answers many events with an `UPSERT`), and it
+    /// must neither stall nor grow.
+    #[default]
+    DropOldest,
+    /// Stop reading the socket until the application makes room. Nothing is
+    /// dropped, and the server is slowed down by TCP flow control instead.
+    /// Keepalive does not declare the server dead while reading is paused.
+    Backpressure,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct TlsOptions {
+    pub verify: bool,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub custom: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("verify", &self.verify)
+            .field("extra_roots", &self.extra_roots.len())
+            .field("custom", &self.custom.is_some())
+            .finish()
+    }
+}
+
+/// The full configuration (built by [`ClientBuilder`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub uri: String,
+    pub connect_timeout: Duration,
+    pub tcp_nodelay: bool,
+    pub headers: Vec<(String, String)>,
+    pub tls: TlsOptions,
+    pub socket: SocketOptions,
+    pub init: Option<Vec<(String, Value)>>,
+    pub max_inbound_message: usize,
+    pub max_outgoing_message: usize,
+    pub all_f32: bool,
+    pub queue: RingLimits,
+    pub overflow: Overflow,
+    pub max_age: Option<Duration>,
+    pub batch_max_events: usize,
+    pub batch_max_bytes: usize,
+    pub max_flush_rate: Option<f64>,
+    pub inbound_max_events: usize,
+    pub inbound_max_bytes: usize,
+    pub inbound_policy: InboundPolicy,
+    pub ping_interval: Option<Duration>,
+    pub keepalive_timeout: Option<Duration>,
+    pub close_timeout: Duration,
+    pub reconnect: Option<Reconnect>,
+    pub restore_state: bool,
+    pub retry_first_connect: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            uri: DEFAULT_URI.to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            tcp_nodelay: true,
+            headers: Vec::new(),
+            tls: TlsOptions {
+                verify: true,
+                ..Default::default()
+            },
+            socket: SocketOptions::default(),
+            init: Some(default_init_info()),
+            max_inbound_message: DEFAULT_MAX_INBOUND_MESSAGE,
+            max_outgoing_message: DEFAULT_MAX_OUTGOING_MESSAGE,
+            all_f32: false,
+            queue: RingLimits {
+                max_items: 65_536,
+                max_bytes: 64 << 20,
+                max_keys: 65_536,
+            },
+            overflow: Overflow::Reject,
+            max_age: None,
+            batch_max_events: 16_384,
+            batch_max_bytes: 256 << 10,
+            max_flush_rate: None,
+            inbound_max_events: 4096,
+            inbound_max_bytes: 8 << 20,
+            inbound_policy: InboundPolicy::DropOldest,
+            ping_interval: Some(Duration::from_secs(5)),
+            keepalive_timeout: Some(Duration::from_secs(15)),
+            close_timeout: Duration::from_secs(5),
+            reconnect: Some(Reconnect::default()),
+            restore_state: true,
+            retry_first_connect: false,
+        }
+    }
+}
+
+/// Builds a [`VuerClient`]. Every option has a default; the three the Python
+/// client reads from the environment are read here too.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), vuer_client::ConnectError> {
+/// use std::time::Duration;
+/// let client = vuer_client::VuerClient::builder()
+///     .uri("ws://localhost:8012")
+///     .max_age(Duration::from_millis(100))
+///     .init_field("robot", "ur5e")
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    pub(crate) config: Config,
+    errors: Vec<String>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl ClientBuilder {
+    /// Defaults, then the environment: `VUER_CLIENT_URI` (default
+    /// `ws://localhost:8012`), `WEBSOCKET_MAX_SIZE` (default 256 MiB) and
+    /// `VUER_SSL_VERIFY` (default true), as the Python client reads them.
+    /// An invalid environment value makes [`connect`](Self::connect) fail
+    /// with [`ConnectError::InvalidConfig`].
+    pub fn new() -> Self {
+        let mut b = ClientBuilder {
+            config: Config::default(),
+            errors: Vec::new(),
+        };
+        if let Ok(uri) = std::env::var("VUER_CLIENT_URI") {
+            if !uri.is_empty() {
+                b.config.uri = uri;
+            }
+        }
+        if let Ok(v) = std::env::var("WEBSOCKET_MAX_SIZE") {
+            match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => b.config.max_inbound_message = n,
+                _ => b.errors.push(format!("WEBSOCKET_MAX_SIZE={v:?} is not a positive integer")),
+            }
+        }
+        if let Ok(v) = std::env::var("VUER_SSL_VERIFY") {
+            match parse_bool(&v) {
+                Some(on) => b.config.tls.verify = on,
+                None => b.errors.push(format!("VUER_SSL_VERIFY={v:?} is not a boolean")),
+            }
+        }
+        b
+    }
+
+    /// The server URI, `ws://host:port[/path]` or `wss://...`.
+    /// Default: `VUER_CLIENT_URI`, else `ws://localhost:8012`.
+    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+        self.config.uri = uri.into();
+        self
+    }
+
+    /// Time allowed for each stage of connecting (resolution, TCP, TLS, the
+    /// upgrade). Default: 10 s.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.config.connect_timeout = t;
+        self
+    }
+
+    /// `TCP_NODELAY`. Default: on. With Nagle's algorithm a paced 1 kHz
+    /// stream measured a p99 one-way latency of 23 ms instead of 0.3 ms;
+    /// the sender batches by itself, so there is nothing to gain from it.
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.config.tcp_nodelay = on;
+        self
+    }
+
+    /// An extra HTTP header on the upgrade request (e.g. for a proxy).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Verify the server's TLS certificate. Default: `VUER_SSL_VERIFY`,
+    /// else true. `false` is the counterpart of Python's `ssl_verify=False`
+    /// for self-signed tunnels: the connection is still encrypted, but the
+    /// server is not authenticated.
+    pub fn tls_verify(mut self, on: bool) -> Self {
+        self.config.tls.verify = on;
+        self
+    }
+
+    /// Trusts an extra root certificate (DER), besides the webpki roots.
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.config
+            .tls
+            .extra_roots
+            .push(CertificateDer::from(der.into()));
+        self
+    }
+
+    /// Trusts extra root certificates given as PEM text. An invalid PEM
+    /// makes [`connect`](Self::connect) fail.
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Self {
+        match crate::connection::tls::certs_from_pem(pem) {
+            Ok(certs) => self.config.tls.extra_roots.extend(certs),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Uses a rustls configuration built by the caller (client
+    /// certificates, other roots); it replaces the options above.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.config.tls.custom = Some(config);
+        self
+    }
+
+    /// Largest inbound message accepted. A bigger one closes the connection
+    /// with 1009 and a typed error. Default: `WEBSOCKET_MAX_SIZE`, else
+    /// 256 MiB (Vuer's own client limit; the server sends big point clouds
+    /// and meshes as single frames).
+    pub fn max_inbound_message(mut self, bytes: usize) -> Self {
+        self.config.max_inbound_message = bytes;
+        self
+    }
+
+    /// Largest outgoing message accepted by `publish`/`send`; bigger ones
+    /// are refused with [`PublishError::TooLarge`](crate::PublishError::TooLarge).
+    /// Default: 4 MiB, the Vuer server's receive limit (it closes the
+    /// session with 1009 above it).
+    pub fn max_outgoing_message(mut self, bytes: usize) -> Self {
+        self.config.max_outgoing_message = bytes;
+        self
+    }
+
+    /// Writes every float as `f32`, as the Python client does
+    /// (`use_single_float=True`), and refuses finite `f64` values outside
+    /// the `f32` range as Python does. Default: off (`f32` stays `f32`,
+    /// `f64` stays `f64`; the server accepts both).
+    pub fn all_f32(mut self, on: bool) -> Self {
+        self.config.all_f32 = on;
+        self
+    }
+
+    /// Replaces the INIT `value` (the client info). Default: `client:
+    /// "rust"`, `clientVersion`, `timezone`, `timezoneOffset` (an int),
+    /// `platform`, `platformVersion`, `machine`, `pkg`.
+    pub fn init_value(mut self, fields: Vec<(String, Value)>) -> Self {
+        self.config.init = Some(fields);
+        self
+    }
+
+    /// Sets one INIT field, replacing a default of the same name or adding
+    /// it (e.g. `client = "rust-teleop"` for `@app.spawn(client="rust*")`).
+    pub fn init_field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let name = name.into();
+        let value = value.into();
+        let fields = self.config.init.get_or_insert_with(Vec::new);
+        match fields.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => fields.push((name, value)),
+        }
+        self
+    }
+
+    /// Sends no INIT. A Vuer server then never starts its `@app.spawn`
+    /// handlers for this connection; only for servers that do not expect it.
+    pub fn no_init(mut self) -> Self {
+        self.config.init = None;
+        self
+    }
+
+    /// Most events queued for sending. Default: 65 536 (about a second of a
+    /// fast reliable stream; keyed streams need one slot per key).
+    pub fn max_queued_events(mut self, n: usize) -> Self {
+        self.config.queue.max_items = n.max(1);
+        self
+    }
+
+    /// Most bytes queued for sending. Default: 64 MiB (a few large point
+    /// clouds); with `max_queued_events`, this bounds the client's memory
+    /// whatever the producer or the server does.
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.config.queue.max_bytes = n.max(1);
+        self
+    }
+
+    /// Most distinct coalescing keys remembered. Default: 65 536. When full,
+    /// keys with nothing queued are forgotten (with their last value, which
+    /// is then not restored after a reconnect).
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.config.queue.max_keys = n.max(1);
+        self
+    }
+
+    /// What `publish` does when the queue is full. Default:
+    /// [`Overflow::Reject`] (the event is refused with
+    /// [`PublishError::Full`](crate::PublishError::Full); nothing accepted is
+    /// ever dropped). [`Overflow::DropOldest`] drops the oldest queued events
+    /// instead (counted in [`Stats::dropped`](crate::Stats::dropped)).
+    /// `send().await` always waits for room instead.
+    pub fn overflow(mut self, policy: Overflow) -> Self {
+        self.config.overflow = policy;
+        self
+    }
+
+    /// Default maximum age of events: an event not written this long after
+    /// it was published is not sent, and is counted as expired. Events can
+    /// set their own ([`Event::max_age`](crate::Event::max_age)). Default:
+    /// none (events never expire).
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.config.max_age = Some(age);
+        self
+    }
+
+    /// Most events and bytes the sender takes in one round (one write).
+    /// Default: 16 384 events / 256 KiB: large enough that a fast stream
+    /// pays one syscall per thousands of events, small enough that one
+    /// round does not hold a runtime thread for long.
+    pub fn batch_limits(mut self, max_events: usize, max_bytes: usize) -> Self {
+        self.config.batch_max_events = max_events.max(1);
+        self.config.batch_max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// Paces the sender to at most `per_second` writes per second; keyed
+    /// values coalesce in between. Default: none (write as soon as anything
+    /// is queued: lowest latency).
+    pub fn max_flush_rate(mut self, per_second: f64) -> Self {
+        self.config.max_flush_rate = (per_second > 0.0).then_some(per_second);
+        self
+    }
+
+    /// Bounds of the inbound queue (and of each subscription). Default:
+    /// 4096 events / 8 MiB, a few MB of typical scene events.
+    pub fn inbound_limits(mut self, max_events: usize, max_bytes: usize) -> Self {
+        self.config.inbound_max_events = max_events.max(1);
+        self.config.inbound_max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// What happens when inbound events are not read fast enough. Default:
+    /// [`InboundPolicy::DropOldest`].
+    pub fn inbound_policy(mut self, policy: InboundPolicy) -> Self {
+        self.config.inbound_policy = policy;
+        self
+    }
+
+    /// Interval between the client's pings (the Vuer server never pings).
+    /// Default: 5 s. `None` sends no pings.
+    pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
+        self.config.ping_interval = every;
+        self
+    }
+
+    /// The connection is declared dead when nothing arrives from the server
+    /// and nothing written is acknowledged by its TCP stack for this long
+    /// (a server shut down with a client connected sends no close frame).
+    /// Default: 15 s (three ping intervals). `None` never times out.
+    pub fn keepalive_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.keepalive_timeout = t;
+        self
+    }
+
+    /// How long [`close`](crate::VuerClient::close) waits to deliver what
+    /// was accepted and to complete the close handshake. Default: 5 s.
+    pub fn close_timeout(mut self, t: Duration) -> Self {
+        self.config.close_timeout = t;
+        self
+    }
+
+    /// `TCP_NOTSENT_LOWAT`: how many bytes may wait in the kernel unsent
+    /// before the socket stops accepting writes. Default: none (the
+    /// kernel's).
+    pub fn notsent_lowat(mut self, bytes: Option<u32>) -> Self {
+        self.config.socket.notsent_lowat = bytes;
+        self
+    }
+
+    /// `SO_SNDBUF`: the kernel send buffer. Default: none (the kernel's
+    /// auto-tuning).
+    pub fn send_buffer(mut self, bytes: Option<u32>) -> Self {
+        self.config.socket.send_buffer = bytes;
+        self
+    }
+
+    /// Reconnects automatically when the connection is lost, with this
+    /// policy. Default: [`Reconnect::default()`] (100 ms doubling to 5 s,
+    /// ± 20 % jitter, forever). `None`: the client closes when the
+    /// connection ends. The first connection is not retried:
+    /// [`connect`](Self::connect) reports its error (see
+    /// [`retry_first_connect`](Self::retry_first_connect)).
+    pub fn reconnect(mut self, policy: Option<Reconnect>) -> Self {
+        self.config.reconnect = policy;
+        self
+    }
+
+    /// Retries the first connection too, with the reconnect policy (until
+    /// it succeeds or `max_attempts` is reached), instead of failing at
+    /// once. Default: off, so that a wrong URI is reported immediately.
+    pub fn retry_first_connect(mut self, on: bool) -> Self {
+        self.config.retry_first_connect = on;
+        self
+    }
+
+    /// After a reconnect, sends the latest written value of every key again
+    /// (after INIT, before anything still queued), because a Vuer session
+    /// keeps no state across connections. Default: on.
+    pub fn restore_state(mut self, on: bool) -> Self {
+        self.config.restore_state = on;
+        self
+    }
+
+    pub(crate) fn check(&self) -> Result<(), ConnectError> {
+        if let Some(e) = self.errors.first() {
+            return Err(ConnectError::InvalidConfig(e.clone()));
+        }
+        Ok(())
+    }
+
+    /// Connects and starts the client's tasks. Must be called within a
+    /// tokio runtime.
+    pub async fn connect(self) -> Result<VuerClient, ConnectError> {
+        VuerClient::connect_with(self).await
+    }
+}
+
+/// The default INIT value: what Python's `get_client_info()` sends, for a
+/// Rust client. `timezoneOffset` is minutes west of UTC (the browser's
+/// convention) and is an int even on a UTC machine (Python sends nil there).
+pub fn default_init_info() -> Vec<(String, Value)> {
+    let (tz, offset) = local_timezone();
+    let (release, machine) = uname();
+    vec![
+        ("client".into(), "rust".into()),
+        ("clientVersion".into(), env!("CARGO_PKG_VERSION").into()),
+        ("timezone".into(), tz.map_or(Value::Nil, Value::from)),
+        ("timezoneOffset".into(), Value::Int(offset)),
+        ("platform".into(), platform_name().into()),
+        ("platformVersion".into(), release.map_or(Value::Nil, Value::from)),
+        ("machine".into(), machine.into()),
+        ("pkg".into(), "vuer-client".into()),
+    ]
+}
+
+/// Python's `platform.system()` names.
+fn platform_name() -> &'static str {
+    match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "windows" => "Windows",
+        "freebsd" => "FreeBSD",
+        other => other,
+    }
+}
+
+fn uname() -> (Option<String>, String) {
+    #[cfg(unix)]
+    {
+        // SAFETY: uname fills the struct; the fields are NUL-terminated.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        if unsafe { libc::uname(&mut u) } == 0 {
+            let field = |f: &[libc::c_char]| {
+                let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            };
+            return (Some(field(&u.release)), field(&u.machine));
+        }
+    }
+    (None, std::env::consts::ARCH.to_owned())
+}
+
+/// IANA name (when it can be found) and offset in minutes west of UTC.
+fn local_timezone() -> (Option<String>, i64) {
+    let offset = utc_offset_minutes_west();
+    let name = std::env::var("TZ")
+        .ok()
+        .map(|s| s.trim_start_matches(':').to_owned())
+        .filter(|s| !s.is_empty() && !s.starts_with('/'))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/timezone")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| {
+            std::fs::read_link("/etc/localtime").ok().and_then(|p| {
+                let s = p.to_string_lossy().into_owned();
+                s.split_once("zoneinfo/").map(|(_, z)| z.to_owned())
+            })
+        })
+        .or_else(|| (offset == 0).then(|| "UTC".to_owned()));
+    (name, offset)
+}
+
+fn utc_offset_minutes_west() -> i64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: localtime_r writes into the provided struct.
+        unsafe {
+            let t = libc::time(std::ptr::null_mut());
+            let mut tm: libc::tm = std::mem::zeroed();
+            if !libc::localtime_r(&t, &mut tm).is_null() {
+                return -(tm.tm_gmtoff as i64) / 60;
+            }
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_has_the_python_fields_with_an_int_offset() {
+        let info = default_init_info();
+        let names: Vec<_> = info.iter().map(|(k, _)| k.as_str()).collect();
+        for f in ["client", "clientVersion", "timezone", "timezoneOffset", "platform", "platformVersion", "machine"] {
+            assert!(names.contains(&f), "{f}");
+        }
+        let get = |n: &str| info.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("client"), Value::from("rust"));
+        assert!(matches!(get("timezoneOffset"), Value::Int(_)));
+    }
+
+    #[test]
+    fn init_field_overrides_or_extends() {
+        let b = ClientBuilder::new().init_field("client", "rust-teleop").init_field("robot", "g1");
+        let init = b.config.init.unwrap();
+        assert_eq!(init[0], ("client".into(), Value::from("rust-teleop")));
+        assert_eq!(init.last().unwrap(), &("robot".into(), Value::from("g1")));
+    }
+}

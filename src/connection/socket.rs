@@ -1,0 +1,223 @@
+//! TCP socket options and `TCP_INFO` (Linux).
+//!
+//! The handle keeps the socket's raw descriptor. It is owned by the sender
+//! task together with the write half, which keeps the socket open, so the
+//! descriptor is valid whenever the handle is used. On other platforms the
+//! options are no-ops and `info` returns `None`.
+
+use tokio::net::TcpStream;
+
+/// Socket tuning: see [`ClientBuilder::notsent_lowat`](crate::ClientBuilder::notsent_lowat)
+/// and [`ClientBuilder::send_buffer`](crate::ClientBuilder::send_buffer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `TCP_NOTSENT_LOWAT` in bytes.
+    pub notsent_lowat: Option<u32>,
+    /// `SO_SNDBUF` in bytes.
+    pub send_buffer: Option<u32>,
+}
+
+/// What the kernel reports about a TCP connection (the fields this crate
+/// uses from `struct tcp_info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+    /// Segments sent and not yet acknowledged.
+    pub unacked_segments: u32,
+    /// Bytes written by us and acknowledged by the peer, since connect.
+    pub bytes_acked: u64,
+    /// Bytes received from the peer, since connect.
+    pub bytes_received: u64,
+    /// Bytes in the send queue not yet sent.
+    pub notsent_bytes: u32,
+    /// The peer's advertised receive window, bytes (0 if the kernel does not
+    /// report it).
+    pub snd_wnd: u32,
+    /// Sender maximum segment size.
+    pub snd_mss: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SocketHandle {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::RawFd,
+}
+
+#[cfg(target_os = "linux")]
+#[repr(C)]
+#[derive(Default)]
+struct RawTcpInfo {
+    head: [u8; 8],
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+    busy_time: u64,
+    rwnd_limited: u64,
+    sndbuf_limited: u64,
+    delivered: u32,
+    delivered_ce: u32,
+    bytes_sent: u64,
+    bytes_retrans: u64,
+    dsack_dups: u32,
+    reord_seen: u32,
+    rcv_ooopack: u32,
+    snd_wnd: u32,
+    rcv_wnd: u32,
+}
+
+impl SocketHandle {
+    pub(crate) fn new(stream: &TcpStream) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            SocketHandle {
+                fd: stream.as_raw_fd(),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = stream;
+            SocketHandle {}
+        }
+    }
+
+    /// Applies the options; failures are logged, not fatal (the connection
+    /// works without them, only with more data held in the kernel).
+    pub(crate) fn apply(&self, opts: &SocketOptions) {
+        #[cfg(target_os = "linux")]
+        {
+            if let Some(v) = opts.notsent_lowat {
+                self.set_u32(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, v, "TCP_NOTSENT_LOWAT");
+            }
+            if let Some(v) = opts.send_buffer {
+                self.set_u32(libc::SOL_SOCKET, libc::SO_SNDBUF, v, "SO_SNDBUF");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = opts;
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_u32(&self, level: libc::c_int, name: libc::c_int, v: u32, what: &str) {
+        let v = v as libc::c_int;
+        // SAFETY: fd is a live socket (see module docs); the option value is
+        // a c_int passed by pointer with its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd,
+                level,
+                name,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(option = what, error = %std::io::Error::last_os_error(), "setsockopt failed");
+        }
+    }
+
+    /// `SO_SNDBUF` as the kernel applied it (it doubles the requested value).
+    pub(crate) fn send_buffer(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: as in `set_u32`; the kernel writes at most `len` bytes.
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    &mut v as *mut libc::c_int as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            (rc == 0).then_some(v as u32)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// Bytes in the send queue (unacknowledged plus not yet sent).
+    pub(crate) fn outq(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut v: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int.
+            let rc = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut v) };
+            (rc == 0).then_some(v as u32)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// Reads `TCP_INFO`.
+    pub(crate) fn info(&self) -> Option<TcpInfo> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut raw = RawTcpInfo::default();
+            let mut len = std::mem::size_of::<RawTcpInfo>() as libc::socklen_t;
+            // SAFETY: the kernel writes at most `len` bytes into `raw`, a
+            // plain-old-data struct laid out as its `struct tcp_info`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    &mut raw as *mut RawTcpInfo as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return None;
+            }
+            let have = |end: usize| (len as usize) >= end;
+            let snd_wnd_end = std::mem::offset_of!(RawTcpInfo, snd_wnd) + 4;
+            let notsent_end = std::mem::offset_of!(RawTcpInfo, notsent_bytes) + 4;
+            Some(TcpInfo {
+                rtt_us: raw.rtt,
+                unacked_segments: raw.unacked,
+                bytes_acked: raw.bytes_acked,
+                bytes_received: raw.bytes_received,
+                notsent_bytes: if have(notsent_end) { raw.notsent_bytes } else { 0 },
+                snd_wnd: if have(snd_wnd_end) { raw.snd_wnd } else { 0 },
+                snd_mss: raw.snd_mss,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+}

@@ -1,0 +1,274 @@
+//! The decoder task: it owns the read half of one connection.
+//!
+//! It reads frames (fastwebsockets), reassembles fragmented messages within
+//! the size limit, decodes binary frames as msgpack and text frames as JSON,
+//! answers RPC requests that have a registered answerer, and feeds the
+//! bounded inbound queues. Pings and close frames are answered through the
+//! sender task, which owns the write half. A message that fails to decode is
+//! counted and skipped; only protocol violations end the connection.
+//!
+//! `read_frame` is not cancel-safe (it consumes a frame header before it
+//! awaits the payload), which is why reading has a task of its own and is
+//! only ever cancelled together with the connection.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{OpCode, Payload, Role, WebSocketError};
+
+use crate::clock;
+use crate::connection::ReadHalf;
+use crate::error::DecodeError;
+use crate::inbound::Routed;
+use crate::shared::{ConnCtx, Shared};
+use crate::stats::Counters;
+use crate::ServerEvent;
+
+/// Why the decoder task stopped.
+#[derive(Debug)]
+pub(crate) enum DecoderExit {
+    /// The server sent a close frame (our reply is queued for the sender).
+    ServerClosed { code: u16, reason: String },
+    /// The server answered our close frame.
+    CloseAcked,
+    /// The stream ended without a close frame.
+    Eof,
+    /// Reading failed.
+    Io(io::Error),
+    /// The server broke the protocol; a close frame with `code` is queued.
+    Protocol { code: u16, reason: String },
+    /// A message exceeded the inbound limit; a 1009 close frame is queued.
+    TooBig { limit: usize },
+    /// The connection was cancelled.
+    Cancelled,
+}
+
+/// A message being reassembled from fragments.
+struct Partial {
+    text: bool,
+    data: BytesMut,
+}
+
+fn payload_bytes(p: Payload<'_>) -> BytesMut {
+    match p {
+        Payload::Bytes(b) => b,
+        other => BytesMut::from(&other[..]),
+    }
+}
+
+/// Runs the decoder for one connection.
+pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, read: ReadHalf) -> DecoderExit {
+    let cancel = ctx.cancel.clone();
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => DecoderExit::Cancelled,
+        exit = read_loop(&shared, &ctx, read) => exit,
+    }
+}
+
+async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExit {
+    let limit = shared.config.max_inbound_message;
+    let (mut ws, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Client);
+    // Pongs and close replies go through the sender (it owns the writes).
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    // fastwebsockets refuses frames of `max_message_size` bytes or more.
+    ws.set_max_message_size(limit.saturating_add(1));
+    let mut partial: Option<Partial> = None;
+    let mut warned = false;
+    let mut no_obligation = |_f: fastwebsockets::Frame<'_>| async { Ok::<(), io::Error>(()) };
+
+    loop {
+        let frame = match ws.read_frame(&mut no_obligation).await {
+            Ok(f) => f,
+            Err(e) => return read_error(shared, e, limit),
+        };
+        ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
+        let (fin, opcode) = (frame.fin, frame.opcode);
+        let message = match opcode {
+            OpCode::Binary | OpCode::Text => {
+                if partial.is_some() {
+                    return protocol(shared, 1002, "new message before the fragmented one ended");
+                }
+                let data = payload_bytes(frame.payload);
+                if fin {
+                    Some((opcode == OpCode::Text, data))
+                } else {
+                    partial = Some(Partial {
+                        text: opcode == OpCode::Text,
+                        data,
+                    });
+                    None
+                }
+            }
+            OpCode::Continuation => {
+                let Some(p) = partial.as_mut() else {
+                    return protocol(shared, 1002, "continuation frame without a message");
+                };
+                if p.data.len() + frame.payload.len() > limit {
+                    return too_big(shared, limit);
+                }
+                p.data.extend_from_slice(&frame.payload);
+                if fin {
+                    partial.take().map(|p| (p.text, p.data))
+                } else {
+                    None
+                }
+            }
+            OpCode::Ping => {
+                let payload = Bytes::copy_from_slice(&frame.payload);
+                let wake = {
+                    let mut ob = shared.outbox();
+                    // Only the latest ping needs an answer (RFC 6455 §5.5.3),
+                    // so a ping flood cannot grow anything.
+                    ob.control.pong = Some(payload);
+                    shared.poke_sender(&mut ob)
+                };
+                if wake {
+                    shared.wake_sender.notify_one();
+                }
+                None
+            }
+            OpCode::Pong => {
+                Counters::add(&shared.counters.pongs_received, 1);
+                if let Ok(ts) = <[u8; 8]>::try_from(&frame.payload[..]) {
+                    let rtt_ns = clock::now_ns().saturating_sub(u64::from_be_bytes(ts));
+                    tracing::trace!(rtt_us = rtt_ns / 1000, "pong");
+                }
+                None
+            }
+            OpCode::Close => return closed(shared, ctx, &frame.payload),
+        };
+        let Some((text, data)) = message else {
+            continue;
+        };
+        Counters::add(&shared.counters.received_bytes, data.len() as u64);
+        let decoded = if text {
+            ServerEvent::from_json(data)
+        } else {
+            ServerEvent::from_msgpack(data.freeze())
+        };
+        match decoded {
+            Ok(ev) => {
+                Counters::add(&shared.counters.received, 1);
+                if let Some(exit) = dispatch(shared, ctx, ev).await {
+                    return exit;
+                }
+            }
+            Err(e) => decode_failed(shared, e, text, &mut warned),
+        }
+    }
+}
+
+fn decode_failed(shared: &Shared, e: DecodeError, text: bool, warned: &mut bool) {
+    Counters::add(&shared.counters.decode_errors, 1);
+    let kind = if text { "text" } else { "binary" };
+    if !*warned {
+        tracing::warn!(error = %e, kind, "skipping an inbound message that does not decode (further ones are logged at debug level)");
+        *warned = true;
+    } else {
+        tracing::debug!(error = %e, kind, "skipping an inbound message that does not decode");
+    }
+    shared.set_last_error(format!("inbound {kind} message skipped: {e}"));
+}
+
+/// Answers RPCs with a registered answerer; queues everything else.
+async fn dispatch(shared: &Shared, ctx: &ConnCtx, ev: ServerEvent) -> Option<DecoderExit> {
+    if ev.is_rpc() {
+        if let Some(handler) = shared.inbound.rpc_handler_for(ev.etype()) {
+            if let Some(value) = handler(&ev) {
+                let reply = crate::client::reply_event(&ev, value);
+                match crate::client::publish_dyn(shared, &reply) {
+                    Ok(()) => Counters::add(&shared.counters.rpc_answered, 1),
+                    Err(e) => tracing::warn!(error = %e, etype = ev.etype(), "cannot queue RPC answer"),
+                }
+            }
+            return None;
+        }
+    }
+    let mut ev = ev;
+    let mut delivered = 0;
+    loop {
+        match shared.inbound.route(ev, delivered) {
+            Routed::Delivered { dropped } => {
+                if dropped > 0 {
+                    Counters::add(&shared.counters.inbound_dropped, dropped);
+                }
+                return None;
+            }
+            Routed::Blocked(queue, back, so_far) => {
+                // Backpressure: stop reading until the application makes room.
+                ctx.paused.store(true, Ordering::Relaxed);
+                queue.room().await;
+                ctx.paused.store(false, Ordering::Relaxed);
+                ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
+                ev = back;
+                delivered = so_far;
+            }
+        }
+    }
+}
+
+/// Reassembles a close frame's code and reason and queues our answer.
+fn closed(shared: &Shared, ctx: &ConnCtx, payload: &[u8]) -> DecoderExit {
+    let (code, reason) = match payload.len() {
+        0 => (1005, String::new()),
+        1 => return protocol(shared, 1002, "close frame with a 1-byte payload"),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            match std::str::from_utf8(&payload[2..]) {
+                Ok(r) => (code, r.to_owned()),
+                Err(_) => return protocol(shared, 1007, "close reason is not UTF-8"),
+            }
+        }
+    };
+    if ctx.local_close.load(Ordering::Relaxed) {
+        return DecoderExit::CloseAcked;
+    }
+    // Echo the code when it may appear on the wire; answer 1000 otherwise.
+    let reply = if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        code
+    } else {
+        1000
+    };
+    queue_close(shared, reply, "");
+    DecoderExit::ServerClosed { code, reason }
+}
+
+fn queue_close(shared: &Shared, code: u16, reason: &str) {
+    let wake = {
+        let mut ob = shared.outbox();
+        ob.control.close = Some((code, reason.to_owned()));
+        shared.poke_sender(&mut ob)
+    };
+    if wake {
+        shared.wake_sender.notify_one();
+    }
+    shared.wake_sender.notify_one();
+}
+
+fn protocol(shared: &Shared, code: u16, reason: &str) -> DecoderExit {
+    queue_close(shared, code, reason);
+    DecoderExit::Protocol {
+        code,
+        reason: reason.to_owned(),
+    }
+}
+
+fn too_big(shared: &Shared, limit: usize) -> DecoderExit {
+    queue_close(shared, 1009, "message too big");
+    DecoderExit::TooBig { limit }
+}
+
+fn read_error(shared: &Shared, e: WebSocketError, limit: usize) -> DecoderExit {
+    match e {
+        WebSocketError::UnexpectedEOF => DecoderExit::Eof,
+        WebSocketError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => DecoderExit::Eof,
+        WebSocketError::IoError(e) => DecoderExit::Io(e),
+        WebSocketError::FrameTooLarge => too_big(shared, limit),
+        WebSocketError::InvalidUTF8 => protocol(shared, 1007, "text frame is not UTF-8"),
+        other => protocol(shared, 1002, &other.to_string()),
+    }
+}

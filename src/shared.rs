@@ -1,0 +1,379 @@
+//! State shared by the handles and the background tasks.
+//!
+//! Handles never touch the socket. They encode an event, then take the
+//! outbox lock for a few dozen nanoseconds to put it in the ring, and wake
+//! the sender task only if it is idle. The lock is a `std::sync::Mutex`: it
+//! is never held across an `.await`, every critical section is a handful of
+//! pointer moves, and it can be taken from any thread (a control loop that
+//! is not a tokio task), which an async mutex could not.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::codec::Payload;
+use crate::config::Config;
+use crate::connection::socket::SocketHandle;
+use crate::error::{Disconnect, EncodeError, PublishError};
+use crate::event::Coalesce;
+use crate::inbound::Inbound;
+use crate::ring::{Full, KeyRef, Pushed, Ring};
+use crate::stats::{Counters, Stats};
+use crate::ConnectionState;
+
+/// Recycled payloads kept for reuse (so steady-state publishing does not
+/// allocate).
+const POOL_MAX: usize = 4096;
+/// Payload buffers larger than this are freed instead of pooled.
+const POOL_MAX_CAPACITY: usize = 64 << 10;
+
+/// Control frames the sender owes the server.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Payload of the latest ping to answer (older ones need no answer).
+    pub pong: Option<Bytes>,
+    /// A close frame to send; after it the sender sends nothing more.
+    pub close: Option<(u16, String)>,
+}
+
+impl Control {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pong.is_none() && self.close.is_none()
+    }
+}
+
+/// Everything behind the outbox lock.
+pub(crate) struct Outbox {
+    pub ring: Ring<Payload>,
+    pub pool: Vec<Payload>,
+    /// The sender is waiting for a wake-up (set by it under the lock, so a
+    /// publisher that sees it knows a notify is needed).
+    pub sender_idle: bool,
+    pub control: Control,
+    /// `close()` was called: deliver what is queued, then close.
+    pub closing: bool,
+    /// Closed for good; publishing fails with this reason.
+    pub terminal: Option<Disconnect>,
+    /// Every sequence number below this has been written (or resolved).
+    pub written_through: u64,
+}
+
+pub(crate) fn recycle(pool: &mut Vec<Payload>, mut p: Payload) {
+    if pool.len() < POOL_MAX && p.head.capacity() <= POOL_MAX_CAPACITY {
+        p.head.clear();
+        p.tail = Bytes::new();
+        pool.push(p);
+    }
+}
+
+/// Per-connection state shared by that connection's sender and decoder.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub socket: SocketHandle,
+    /// When the last frame arrived ([`clock::now_ns`]).
+    pub last_rx_ns: AtomicU64,
+    /// The decoder is waiting for the application (backpressure): the
+    /// silence is ours, not the server's.
+    pub paused: AtomicBool,
+    /// We sent a close frame; the server's close frame is its answer.
+    pub local_close: AtomicBool,
+    /// Stops this connection's tasks.
+    pub cancel: CancellationToken,
+}
+
+impl ConnCtx {
+    pub(crate) fn new(socket: SocketHandle, cancel: CancellationToken) -> Self {
+        ConnCtx {
+            socket,
+            last_rx_ns: AtomicU64::new(clock::now_ns()),
+            paused: AtomicBool::new(false),
+            local_close: AtomicBool::new(false),
+            cancel,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub outbox: Mutex<Outbox>,
+    /// Wakes the sender task.
+    pub wake_sender: Notify,
+    /// Wakes `send().await` callers waiting for room.
+    pub room: Notify,
+    /// Wakes `flush().await` callers after each write.
+    pub written: Notify,
+    pub inbound: Inbound,
+    pub counters: Counters,
+    pub state: watch::Sender<ConnectionState>,
+    /// Stops everything at once (drop after the close timeout).
+    pub shutdown: CancellationToken,
+    /// `close()` was called (or the client dropped).
+    pub close_requested: CancellationToken,
+    pub last_error: Mutex<Option<String>>,
+}
+
+thread_local! {
+    /// Each thread encodes into its own payload buffer, outside the lock;
+    /// the lock then only swaps buffers.
+    static SCRATCH: RefCell<Payload> = RefCell::new(Payload::default());
+}
+
+/// What an outgoing event needs to say about itself to be queued.
+pub struct Meta<'a> {
+    pub etype: &'a str,
+    pub coalesce: Coalesce<'a>,
+    pub ts: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        let ring = Ring::new(config.queue, config.overflow);
+        let inbound = Inbound::new(
+            config.inbound_max_events,
+            config.inbound_max_bytes,
+            config.inbound_policy,
+        );
+        let written_through = ring.head_seq();
+        Shared {
+            outbox: Mutex::new(Outbox {
+                ring,
+                pool: Vec::new(),
+                sender_idle: false,
+                control: Control::default(),
+                closing: false,
+                terminal: None,
+                written_through,
+            }),
+            wake_sender: Notify::new(),
+            room: Notify::new(),
+            written: Notify::new(),
+            inbound,
+            counters: Counters::default(),
+            state: watch::Sender::new(ConnectionState::Connecting),
+            shutdown: CancellationToken::new(),
+            close_requested: CancellationToken::new(),
+            last_error: Mutex::new(None),
+            config,
+        }
+    }
+
+    /// Locks the outbox. A panic while holding it cannot leave the ring in
+    /// a state worse than "some counters off", so poisoning is ignored.
+    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_last_error(&self, e: impl ToString) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+    }
+
+    /// Wakes the sender if it is idle.
+    pub(crate) fn poke_sender(&self, ob: &mut Outbox) -> bool {
+        std::mem::replace(&mut ob.sender_idle, false)
+    }
+
+    /// Encodes and queues one event. Never blocks, never allocates in the
+    /// steady state (buffers are recycled), safe from any thread.
+    pub(crate) fn publish_with(
+        &self,
+        meta: Meta<'_>,
+        encode: impl FnOnce(&mut Payload, bool) -> Result<(), EncodeError>,
+    ) -> Result<(), PublishError> {
+        let now = clock::now_ns();
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            encode(&mut scratch, self.config.all_f32)?;
+            scratch.ts_ms = meta.ts.unwrap_or_else(|| clock::wall_ms(now));
+            let size = scratch.message_len();
+            if size > self.config.max_outgoing_message {
+                self.outbox().ring_reject();
+                return Err(PublishError::TooLarge {
+                    size,
+                    limit: self.config.max_outgoing_message,
+                });
+            }
+            let deadline = meta
+                .max_age
+                .or(self.config.max_age)
+                .map_or(u64::MAX, |a| now.saturating_add(a.as_nanos() as u64));
+            let key = match meta.coalesce {
+                Coalesce::Never => None,
+                Coalesce::Etype => Some(KeyRef {
+                    etype: meta.etype,
+                    key: "",
+                }),
+                Coalesce::Key(k) => Some(KeyRef {
+                    etype: meta.etype,
+                    key: k,
+                }),
+            };
+            let wake;
+            {
+                let mut ob = self.outbox();
+                if let Some(reason) = &ob.terminal {
+                    return Err(PublishError::Closed(reason.clone()));
+                }
+                let fresh = ob.pool.pop().unwrap_or_default();
+                let item = std::mem::replace(&mut *scratch, fresh);
+                match ob.ring.push(key, item, size, now, deadline) {
+                    Ok(Pushed::Queued) => {}
+                    Ok(Pushed::Replaced(old)) => recycle(&mut ob.pool, old),
+                    Err(Full(item)) => {
+                        // Give the encoded event back to the scratch slot;
+                        // the pooled buffer goes back to the pool.
+                        let fresh = std::mem::replace(&mut *scratch, item);
+                        recycle(&mut ob.pool, fresh);
+                        return Err(PublishError::Full {
+                            queued: ob.ring.len(),
+                            bytes: ob.ring.bytes(),
+                        });
+                    }
+                }
+                wake = self.poke_sender(&mut ob);
+            }
+            if wake {
+                self.wake_sender.notify_one();
+            }
+            Ok(())
+        })
+    }
+
+    /// Waits for room, then queues (the `send().await` path).
+    pub(crate) async fn send_with<'m>(
+        &self,
+        meta: impl Fn() -> Meta<'m>,
+        encode: impl Fn(&mut Payload, bool) -> Result<(), EncodeError>,
+    ) -> Result<(), PublishError> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.publish_with(meta(), &encode) {
+                Err(PublishError::Full { .. }) => {
+                    // The refused attempt was counted as rejected; waiting
+                    // and retrying is the same event, so take it back.
+                    self.outbox().ring_unreject();
+                    room.await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until everything queued before the call has been written.
+    pub(crate) async fn flush(&self) -> Result<(), PublishError> {
+        let target = self.outbox().ring.tail_seq();
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            {
+                let ob = self.outbox();
+                if ob.written_through >= target || (ob.ring.is_empty() && ob.ring.counters().in_flight == 0) {
+                    return Ok(());
+                }
+                if let Some(reason) = &ob.terminal {
+                    return Err(PublishError::Closed(reason.clone()));
+                }
+            }
+            written.await;
+        }
+    }
+
+    pub(crate) fn set_state(&self, s: ConnectionState) {
+        tracing::info!(state = %s, "connection state");
+        self.state.send_replace(s);
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let (ring, depth, bytes) = {
+            let ob = self.outbox();
+            (ob.ring.counters(), ob.ring.len(), ob.ring.bytes())
+        };
+        let g = Counters::get;
+        let flushes = g(&c.flushes);
+        Stats {
+            published: ring.published,
+            sent: ring.sent,
+            coalesced: ring.coalesced,
+            expired: ring.expired,
+            rejected: ring.rejected,
+            dropped: ring.dropped,
+            pending: depth as u64 + ring.in_flight,
+            queue_depth: depth as u64,
+            queue_bytes: bytes as u64,
+            bytes_sent: g(&c.bytes_sent),
+            frames_sent: g(&c.frames_sent),
+            flushes,
+            frames_per_flush: if flushes == 0 { 0.0 } else { ring.sent as f64 / flushes as f64 },
+            received: g(&c.received),
+            received_bytes: g(&c.received_bytes),
+            decode_errors: g(&c.decode_errors),
+            inbound_dropped: g(&c.inbound_dropped),
+            inbound_queued: self.inbound.main.len() as u64,
+            rpc_answered: g(&c.rpc_answered),
+            pings_sent: g(&c.pings_sent),
+            pongs_received: g(&c.pongs_received),
+            connects: g(&c.connects),
+            disconnects: g(&c.disconnects),
+            downtime: Duration::from_nanos(g(&c.downtime_ns)),
+            connected: matches!(*self.state.borrow(), ConnectionState::Connected),
+            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Starts a graceful close: the sender delivers what is queued, then
+    /// sends a close frame.
+    pub(crate) fn begin_close(&self) {
+        self.close_requested.cancel();
+        let wake = {
+            let mut ob = self.outbox();
+            ob.closing = true;
+            self.poke_sender(&mut ob)
+        };
+        if wake {
+            self.wake_sender.notify_one();
+        }
+        // Wake even a sender that is not idle (pacing, backoff).
+        self.wake_sender.notify_one();
+    }
+
+    /// Closes for good: nothing more is accepted; what is still queued is
+    /// counted as dropped; readers see the end of the inbound stream.
+    pub(crate) fn finish(&self, reason: Disconnect) {
+        let abandoned = {
+            let mut ob = self.outbox();
+            if ob.terminal.is_none() {
+                ob.terminal = Some(reason.clone());
+            }
+            let Outbox { ring, pool, .. } = &mut *ob;
+            ring.abandon_all(|p| recycle(pool, p))
+        };
+        if abandoned > 0 {
+            tracing::warn!(abandoned, %reason, "client closed with events still queued; counted as dropped");
+        }
+        self.inbound.close_all();
+        self.room.notify_waiters();
+        self.written.notify_waiters();
+    }
+}
+
+impl Outbox {
+    /// Counts a refusal that happened before the ring saw the event.
+    pub(crate) fn ring_reject(&mut self) {
+        self.ring.count_rejected();
+    }
+
+    /// Takes back a refusal that `send().await` turns into a wait.
+    pub(crate) fn ring_unreject(&mut self) {
+        self.ring.uncount_rejected();
+    }
+}

@@ -1,0 +1,251 @@
+//! The connection supervisor: one task per client that runs a connection's
+//! sender and decoder, decides what their exit means, and reconnects (with
+//! backoff) or closes the client for good.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::Payload;
+use crate::connection::{self, Connection, Target};
+use crate::decoder::{self, DecoderExit};
+use crate::error::Disconnect;
+use crate::sender::{self, SenderExit};
+use crate::shared::{ConnCtx, Control, Outbox, Shared};
+use crate::stats::Counters;
+use crate::ConnectionState;
+
+/// Runs until the client is closed for good.
+pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) {
+    let mut next = Some(first);
+    let mut attempts_total = 0u64;
+    while let Some(conn) = next.take() {
+        Counters::add(&shared.counters.connects, 1);
+        tracing::info!(uri = %target.uri, peer = %conn.peer, "connected");
+        shared.set_state(ConnectionState::Connected);
+        let reason = run_connection(&shared, conn).await;
+        if reason == Disconnect::Local || shared.close_requested.is_cancelled() {
+            finish(&shared, reason);
+            return;
+        }
+        Counters::add(&shared.counters.disconnects, 1);
+        tracing::warn!(%reason, "connection lost");
+        shared.set_last_error(&reason);
+        shared.set_state(ConnectionState::Disconnected(reason.clone()));
+        let down_since = Instant::now();
+        let Some(policy) = shared.config.reconnect.clone() else {
+            finish(&shared, reason);
+            return;
+        };
+        let mut attempt = 0u32;
+        let mut last_error = reason.to_string();
+        loop {
+            attempt += 1;
+            attempts_total += 1;
+            if policy.max_attempts.is_some_and(|m| attempt > m) {
+                finish(
+                    &shared,
+                    Disconnect::GaveUp {
+                        attempts: attempt - 1,
+                        last_error,
+                    },
+                );
+                return;
+            }
+            let delay = policy.delay(attempt, attempts_total);
+            shared.set_state(ConnectionState::Reconnecting { attempt, delay });
+            tokio::select! {
+                biased;
+                _ = shared.close_requested.cancelled() => {
+                    add_downtime(&shared, down_since);
+                    finish(&shared, Disconnect::Local);
+                    return;
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let connect = connection::connect(&target, &shared.config);
+            let result = tokio::select! {
+                biased;
+                _ = shared.close_requested.cancelled() => {
+                    add_downtime(&shared, down_since);
+                    finish(&shared, Disconnect::Local);
+                    return;
+                }
+                r = connect => r,
+            };
+            match result {
+                Ok(conn) => {
+                    add_downtime(&shared, down_since);
+                    prepare_reconnect(&shared);
+                    next = Some(conn);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e, "reconnect attempt failed");
+                    last_error = e.to_string();
+                    shared.set_last_error(&e);
+                }
+            }
+        }
+    }
+}
+
+fn add_downtime(shared: &Shared, since: Instant) {
+    Counters::add(&shared.counters.downtime_ns, since.elapsed().as_nanos() as u64);
+}
+
+/// Before a new connection's tasks start: stale control frames are
+/// dropped, and (unless turned off) the last written value of every key
+/// with nothing queued goes back in line (state restore: the new session
+/// knows nothing of the old one).
+fn prepare_reconnect(shared: &Shared) {
+    let mut ob = shared.outbox();
+    ob.control = Control::default();
+    if shared.config.restore_state {
+        let Outbox {
+            ring,
+            written_through,
+            ..
+        } = &mut *ob;
+        let n = ring.restore(Payload::clone);
+        *written_through = (*written_through).min(ring.head_seq());
+        if n > 0 {
+            tracing::info!(restored = n, "restoring the latest value of each key");
+        }
+    }
+}
+
+fn finish(shared: &Shared, reason: Disconnect) {
+    shared.finish(reason.clone());
+    shared.set_state(ConnectionState::Closed(reason));
+}
+
+/// Runs one connection until it ends; returns why.
+async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
+    let ctx = Arc::new(ConnCtx::new(conn.socket, shared.shutdown.child_token()));
+    let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));
+    let sender = sender::run(shared.clone(), ctx.clone(), conn.write);
+    tokio::pin!(sender);
+    let close_timeout = shared.config.close_timeout;
+
+    let reason = tokio::select! {
+        s = &mut sender => match s {
+            SenderExit::CloseSent => {
+                // Wait for the server's close frame (or the end of the stream).
+                match tokio::time::timeout(close_timeout, &mut decoder).await {
+                    Ok(_) => {}
+                    Err(_) => tracing::debug!("no close reply from the server within the close timeout"),
+                }
+                Disconnect::Local
+            }
+            SenderExit::CloseReplied => match tokio::time::timeout(close_timeout, &mut decoder).await {
+                Ok(Ok(d)) => decoder_reason(d),
+                _ => Disconnect::Protocol("close reply sent".into()),
+            },
+            SenderExit::Io(e) => Disconnect::from(e),
+            SenderExit::Keepalive(t) => Disconnect::KeepaliveTimeout(t),
+            SenderExit::Cancelled => Disconnect::Local,
+        },
+        d = &mut decoder => {
+            let d = d.unwrap_or(DecoderExit::Cancelled);
+            if matches!(d, DecoderExit::ServerClosed { .. } | DecoderExit::Protocol { .. } | DecoderExit::TooBig { .. }) {
+                // The sender writes the queued close frame, then stops.
+                let _ = tokio::time::timeout(close_timeout, &mut sender).await;
+            }
+            decoder_reason(d)
+        }
+    };
+    ctx.cancel.cancel();
+    // The sender future is dropped here, and with it the write half; its
+    // in-flight batch (if any) has gone back to the ring.
+    decoder.abort();
+    reason
+}
+
+fn decoder_reason(d: DecoderExit) -> Disconnect {
+    match d {
+        DecoderExit::ServerClosed { code, reason } => Disconnect::ServerClosed { code, reason },
+        DecoderExit::CloseAcked | DecoderExit::Cancelled => Disconnect::Local,
+        DecoderExit::Eof => Disconnect::Eof,
+        DecoderExit::Io(e) => Disconnect::from(e),
+        DecoderExit::Protocol { code, reason } => {
+            Disconnect::Protocol(format!("{reason} (closed with {code})"))
+        }
+        DecoderExit::TooBig { limit } => Disconnect::MessageTooBig { limit },
+    }
+}
+
+/// Reconnect policy: exponential backoff with jitter.
+///
+/// The delay before attempt `n` (1-based) is
+/// `min(initial * multiplier^(n-1), max)`, randomised by ± `jitter`
+/// (a fraction), so that many clients do not reconnect in lockstep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconnect {
+    /// Delay before the first attempt. Default: 100 ms (a restarted server
+    /// is usually back within a second; a first quick retry finds it).
+    pub initial_delay: Duration,
+    /// Upper bound of the delay. Default: 5 s (the stream is never more
+    /// than that away from resuming once the server is back).
+    pub max_delay: Duration,
+    /// Growth factor per failed attempt. Default: 2.
+    pub multiplier: f64,
+    /// Random spread of each delay, as a fraction. Default: 0.2 (± 20 %).
+    pub jitter: f64,
+    /// Attempts after a connection is lost before the client gives up and
+    /// closes ([`Disconnect::GaveUp`]). Default: `None` (forever).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            multiplier: 2.0,
+            jitter: 0.2,
+            max_attempts: None,
+        }
+    }
+}
+
+impl Reconnect {
+    /// The delay before attempt `attempt` (1-based); `salt` varies the jitter.
+    pub(crate) fn delay(&self, attempt: u32, salt: u64) -> Duration {
+        let base = self.initial_delay.as_secs_f64()
+            * self.multiplier.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        let r = jitter_unit(salt); // in [-1, 1)
+        let j = self.jitter.clamp(0.0, 1.0);
+        Duration::from_secs_f64((capped * (1.0 + j * r)).max(0.0)).min(self.max_delay)
+    }
+}
+
+fn jitter_unit(salt: u64) -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let p = Reconnect {
+            jitter: 0.0,
+            ..Reconnect::default()
+        };
+        assert_eq!(p.delay(1, 0), Duration::from_millis(100));
+        assert_eq!(p.delay(2, 0), Duration::from_millis(200));
+        assert_eq!(p.delay(4, 0), Duration::from_millis(800));
+        assert_eq!(p.delay(30, 0), Duration::from_secs(5));
+        let j = Reconnect::default();
+        for i in 0..100 {
+            let d = j.delay(1, i);
+            assert!(d >= Duration::from_millis(80) && d <= Duration::from_millis(120), "{d:?}");
+        }
+    }
+}
+
