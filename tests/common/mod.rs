@@ -1,0 +1,190 @@
+//! Shared test helpers: the real Python vuer server (created in a
+//! virtualenv on first use), free ports, and time bounds.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+
+pub const VUER_VERSION: &str = "0.1.6";
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `fut` with a deadline, failing the test if it passes.
+pub async fn bounded<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("test did not finish within {secs} s"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn has_vuer(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", &format!("import vuer, importlib.metadata as m; assert m.version('vuer') == '{VUER_VERSION}'")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The Python with vuer 0.1.6: `VUER_PYTHON`, else `.venv/bin/python`,
+/// created (`python3 -m venv .venv; pip install vuer==0.1.6`) when missing.
+/// A file lock keeps concurrent test binaries from racing.
+pub fn python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Ok(p) = std::env::var("VUER_PYTHON") {
+            let p = PathBuf::from(p);
+            assert!(has_vuer(&p), "VUER_PYTHON={} has no vuer {VUER_VERSION}", p.display());
+            return p;
+        }
+        let venv = repo().join(".venv");
+        let py = venv.join("bin/python");
+        if has_vuer(&py) {
+            return py;
+        }
+        let lock_path = repo().join("target/.venv.lock");
+        std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+        let lock = std::fs::File::create(&lock_path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file we own; released when `lock` is dropped.
+        assert_eq!(unsafe { libc_flock(lock.as_raw_fd()) }, 0, "cannot lock {}", lock_path.display());
+        if !has_vuer(&py) {
+            eprintln!("creating {} with vuer=={VUER_VERSION} (first run only)", venv.display());
+            let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false);
+            assert!(ok, "python3 -m venv failed: is Python 3 installed?");
+            let ok = Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", &format!("vuer=={VUER_VERSION}")])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "pip install vuer=={VUER_VERSION} failed");
+            assert!(has_vuer(&py));
+        }
+        drop(lock);
+        py
+    })
+    .clone()
+}
+
+extern "C" {
+    fn flock(fd: i32, op: i32) -> i32;
+}
+unsafe fn libc_flock(fd: i32) -> i32 {
+    const LOCK_EX: i32 = 2;
+    flock(fd, LOCK_EX)
+}
+
+/// One test at a time talks to a Python server: each open vuer session
+/// keeps a CPU core busy (its uplink loop polls), and there are two.
+pub async fn python_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// A running Python process that prints JSON lines (tests/py/vuer_app.py).
+pub struct PyServer {
+    child: Child,
+    pub port: u16,
+    lines: mpsc::UnboundedReceiver<Json>,
+    pub seen: Vec<Json>,
+}
+
+impl PyServer {
+    /// Starts `tests/py/vuer_app.py PORT MODE ETYPES...` on a free port.
+    pub async fn start(mode: &str, etypes: &[&str]) -> PyServer {
+        Self::start_on(free_port(), mode, etypes).await
+    }
+
+    pub async fn start_on(port: u16, mode: &str, etypes: &[&str]) -> PyServer {
+        let script = repo().join("tests/py/vuer_app.py");
+        let mut cmd = Command::new(python());
+        cmd.arg(script).arg(port.to_string()).arg(mode).args(etypes);
+        Self::spawn(cmd, port).await
+    }
+
+    /// Starts a script that prints `{"kind": "ready"}` (or any line when
+    /// `any_line` readiness is used by the caller) and JSON lines.
+    pub async fn spawn(mut cmd: Command, port: u16) -> PyServer {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+        cmd.env("PYTHONUNBUFFERED", "1");
+        let mut child = cmd.spawn().expect("spawn python");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or(Json::String(line));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = PyServer { child, port, lines: rx, seen: Vec::new() };
+        s.expect(|v| v["kind"] == "ready", Duration::from_secs(60)).await;
+        s
+    }
+
+    pub fn uri(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// The next line, waiting at most `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Json> {
+        let v = tokio::time::timeout(timeout, self.lines.recv()).await.ok().flatten()?;
+        self.seen.push(v.clone());
+        Some(v)
+    }
+
+    /// Waits for a line matching `pred`; panics (with what was seen) on timeout.
+    pub async fn expect(&mut self, pred: impl Fn(&Json) -> bool, timeout: Duration) -> Json {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(v) if pred(&v) => return v,
+                Some(_) => continue,
+                None => panic!("expected line not seen within {timeout:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Collects `n` lines matching `pred`.
+    pub async fn collect(&mut self, n: usize, pred: impl Fn(&Json) -> bool, timeout: Duration) -> Vec<Json> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(v) if pred(&v) => out.push(v),
+                Some(_) => {}
+                None => panic!("got {} of {n} lines within {timeout:?}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Kills the process (as a crash would: no close frames).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
