@@ -177,6 +177,8 @@ impl VuerClient {
         let target = Target::parse(&config.uri)?;
         let shared = Arc::new(Shared::new(config));
         let conn = first_connect(&shared, &target).await?;
+        // Connected from the caller's point of view as soon as this returns.
+        shared.set_state(ConnectionState::Connected);
         tokio::spawn(crate::supervisor::run(shared.clone(), target, conn));
         let queue = shared.inbound.main.clone();
         Ok(VuerClient {
@@ -228,7 +230,10 @@ impl VuerClient {
     /// Like [`recv`](Self::recv), but `None` also after `timeout` (as
     /// Python's `recv(timeout=...)`).
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
-        tokio::time::timeout(timeout, self.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// An inbound event if one is queued now.
@@ -273,13 +278,19 @@ impl VuerClient {
     where
         F: Fn(&ServerEvent) -> Option<Value> + Send + Sync + 'static,
     {
-        self.shared.inbound.add_rpc_handler(pattern, Arc::new(answer));
+        self.shared
+            .inbound
+            .add_rpc_handler(pattern, Arc::new(answer));
     }
 
     /// Sends the answer to an RPC request (reliably): etype = the request's
     /// `rtype` (or `<etype>_RESPONSE@<uuid>`), `key` echoed, `value` as
     /// given. Vuer waits 2 s by default for an answer.
-    pub fn respond(&self, request: &ServerEvent, value: impl Into<Value>) -> Result<(), PublishError> {
+    pub fn respond(
+        &self,
+        request: &ServerEvent,
+        value: impl Into<Value>,
+    ) -> Result<(), PublishError> {
         publish_dyn(&self.shared, &reply_event(request, value.into()))
     }
 
@@ -389,7 +400,9 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("uri", &self.shared.config.uri).finish()
+        f.debug_struct("Publisher")
+            .field("uri", &self.shared.config.uri)
+            .finish()
     }
 }
 
@@ -430,7 +443,9 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("queued", &self.queue.len()).finish()
+        f.debug_struct("Subscription")
+            .field("queued", &self.queue.len())
+            .finish()
     }
 }
 
@@ -443,7 +458,10 @@ impl Subscription {
 
     /// Like [`recv`](Self::recv), with a timeout.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
-        tokio::time::timeout(timeout, self.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// A matching event if one is queued now.
@@ -477,11 +495,17 @@ impl futures_core::Stream for Subscription {
     }
 }
 
-pub(crate) fn publish<E: Outgoing + ?Sized>(shared: &Shared, event: &E) -> Result<(), PublishError> {
+pub(crate) fn publish<E: Outgoing + ?Sized>(
+    shared: &Shared,
+    event: &E,
+) -> Result<(), PublishError> {
     shared.publish_with(event.meta(), |p, f32| event.encode(p, f32))
 }
 
-pub(crate) async fn send<E: Outgoing + ?Sized>(shared: &Shared, event: &E) -> Result<(), PublishError> {
+pub(crate) async fn send<E: Outgoing + ?Sized>(
+    shared: &Shared,
+    event: &E,
+) -> Result<(), PublishError> {
     shared
         .send_with(|| event.meta(), |p, f32| event.encode(p, f32))
         .await
@@ -503,8 +527,15 @@ pub(crate) fn reply_event(request: &ServerEvent, value: Value) -> DynEvent {
     ev
 }
 
-async fn first_connect(shared: &Arc<Shared>, target: &Target) -> Result<connection::Connection, ConnectError> {
-    let policy = shared.config.reconnect.clone().filter(|_| shared.config.retry_first_connect);
+async fn first_connect(
+    shared: &Arc<Shared>,
+    target: &Target,
+) -> Result<connection::Connection, ConnectError> {
+    let policy = shared
+        .config
+        .reconnect
+        .clone()
+        .filter(|_| shared.config.retry_first_connect);
     let mut attempt = 0u32;
     loop {
         match connection::connect(target, &shared.config).await {
@@ -523,4 +554,3 @@ async fn first_connect(shared: &Arc<Shared>, target: &Target) -> Result<connecti
         }
     }
 }
-

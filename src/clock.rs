@@ -43,11 +43,6 @@ pub(crate) fn now_ns() -> u64 {
     clock().anchor.elapsed().as_nanos() as u64
 }
 
-/// The `Instant` for a [`now_ns`] value.
-pub(crate) fn instant_of(ns: u64) -> Instant {
-    clock().anchor + std::time::Duration::from_nanos(ns)
-}
-
 /// Wall-clock milliseconds since the Unix epoch for a [`now_ns`] value.
 #[inline]
 pub(crate) fn wall_ms(ns: u64) -> u64 {

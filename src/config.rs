@@ -175,13 +175,17 @@ impl ClientBuilder {
         if let Ok(v) = std::env::var("WEBSOCKET_MAX_SIZE") {
             match v.trim().parse::<usize>() {
                 Ok(n) if n > 0 => b.config.max_inbound_message = n,
-                _ => b.errors.push(format!("WEBSOCKET_MAX_SIZE={v:?} is not a positive integer")),
+                _ => b.errors.push(format!(
+                    "WEBSOCKET_MAX_SIZE={v:?} is not a positive integer"
+                )),
             }
         }
         if let Ok(v) = std::env::var("VUER_SSL_VERIFY") {
             match parse_bool(&v) {
                 Some(on) => b.config.tls.verify = on,
-                None => b.errors.push(format!("VUER_SSL_VERIFY={v:?} is not a boolean")),
+                None => b
+                    .errors
+                    .push(format!("VUER_SSL_VERIFY={v:?} is not a boolean")),
             }
         }
         b
@@ -472,7 +476,10 @@ pub fn default_init_info() -> Vec<(String, Value)> {
         ("timezone".into(), tz.map_or(Value::Nil, Value::from)),
         ("timezoneOffset".into(), Value::Int(offset)),
         ("platform".into(), platform_name().into()),
-        ("platformVersion".into(), release.map_or(Value::Nil, Value::from)),
+        (
+            "platformVersion".into(),
+            release.map_or(Value::Nil, Value::from),
+        ),
         ("machine".into(), machine.into()),
         ("pkg".into(), "vuer-client".into()),
     ]
@@ -496,7 +503,11 @@ fn uname() -> (Option<String>, String) {
         let mut u: libc::utsname = unsafe { std::mem::zeroed() };
         if unsafe { libc::uname(&mut u) } == 0 {
             let field = |f: &[libc::c_char]| {
-                let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+                let bytes: Vec<u8> = f
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             };
             return (Some(field(&u.release)), field(&u.machine));
@@ -551,7 +562,15 @@ mod tests {
     fn init_has_the_python_fields_with_an_int_offset() {
         let info = default_init_info();
         let names: Vec<_> = info.iter().map(|(k, _)| k.as_str()).collect();
-        for f in ["client", "clientVersion", "timezone", "timezoneOffset", "platform", "platformVersion", "machine"] {
+        for f in [
+            "client",
+            "clientVersion",
+            "timezone",
+            "timezoneOffset",
+            "platform",
+            "platformVersion",
+            "machine",
+        ] {
             assert!(names.contains(&f), "{f}");
         }
         let get = |n: &str| info.iter().find(|(k, _)| k == n).unwrap().1.clone();
@@ -561,7 +580,9 @@ mod tests {
 
     #[test]
     fn init_field_overrides_or_extends() {
-        let b = ClientBuilder::new().init_field("client", "rust-teleop").init_field("robot", "g1");
+        let b = ClientBuilder::new()
+            .init_field("client", "rust-teleop")
+            .init_field("robot", "g1");
         let init = b.config.init.unwrap();
         assert_eq!(init[0], ("client".into(), Value::from("rust-teleop")));
         assert_eq!(init.last().unwrap(), &("robot".into(), Value::from("g1")));

@@ -182,7 +182,9 @@ async fn dispatch(shared: &Shared, ctx: &ConnCtx, ev: ServerEvent) -> Option<Dec
                 let reply = crate::client::reply_event(&ev, value);
                 match crate::client::publish_dyn(shared, &reply) {
                     Ok(()) => Counters::add(&shared.counters.rpc_answered, 1),
-                    Err(e) => tracing::warn!(error = %e, etype = ev.etype(), "cannot queue RPC answer"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, etype = ev.etype(), "cannot queue RPC answer")
+                    }
                 }
             }
             return None;
@@ -204,7 +206,7 @@ async fn dispatch(shared: &Shared, ctx: &ConnCtx, ev: ServerEvent) -> Option<Dec
                 queue.room().await;
                 ctx.paused.store(false, Ordering::Relaxed);
                 ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
-                ev = back;
+                ev = *back;
                 delivered = so_far;
             }
         }

@@ -36,9 +36,11 @@ struct QueueInner {
 
 /// What [`Queue::push`] did.
 pub(crate) enum Pushed {
-    Queued { dropped: u64 },
+    Queued {
+        dropped: u64,
+    },
     /// Full under the backpressure policy: the event is handed back.
-    Full(ServerEvent),
+    Full(Box<ServerEvent>),
     /// The queue's reader is gone.
     Closed,
 }
@@ -72,7 +74,7 @@ impl Queue {
         };
         if over(&q) {
             if self.policy == InboundPolicy::Backpressure {
-                return Pushed::Full(ev);
+                return Pushed::Full(Box::new(ev));
             }
             while over(&q) {
                 let old = q.events.pop_front().expect("non-empty");
@@ -208,7 +210,7 @@ pub(crate) enum Routed {
     /// A queue is full under the backpressure policy: wait for room on it,
     /// then route the event again, skipping the given number of queues that
     /// already have it.
-    Blocked(Arc<Queue>, ServerEvent, usize),
+    Blocked(Arc<Queue>, Box<ServerEvent>, usize),
 }
 
 impl Inbound {

@@ -107,7 +107,10 @@ mod supervisor;
 mod value;
 
 pub use client::{ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
-pub use config::{default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE, DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI};
+pub use config::{
+    default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
+    DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
+};
 pub use connection::socket::{SocketOptions, TcpInfo};
 pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};

@@ -588,7 +588,13 @@ mod tests {
         let c = r.counters();
         assert_eq!(
             c.published,
-            c.sent + c.coalesced + c.expired + c.rejected + c.dropped + c.in_flight + r.len() as u64
+            c.sent
+                + c.coalesced
+                + c.expired
+                + c.rejected
+                + c.dropped
+                + c.in_flight
+                + r.len() as u64
         );
     }
 
@@ -598,7 +604,10 @@ mod tests {
         r.push(k("a"), 1, 1, 0, u64::MAX).unwrap();
         r.push(None, 2, 1, 0, u64::MAX).unwrap();
         r.push(k("b"), 3, 1, 0, u64::MAX).unwrap();
-        assert!(matches!(r.push(k("a"), 4, 1, 0, u64::MAX), Ok(Pushed::Replaced(1))));
+        assert!(matches!(
+            r.push(k("a"), 4, 1, 0, u64::MAX),
+            Ok(Pushed::Replaced(1))
+        ));
         assert_eq!(drain_all(&mut r, 0), vec![4, 2, 3]);
         assert_eq!(r.counters().coalesced, 1);
         check_identity(&r);

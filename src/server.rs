@@ -15,8 +15,9 @@
 //! let server = LocalServer::start(ServerOptions::default()).await?;
 //! let mut client = vuer_client::VuerClient::connect(&server.uri()).await?;
 //! client.publish(&vuer_client::DynEvent::new("HELLO").value("hi"))?;
-//! assert!(server.wait_until(|s| s.events >= 1, std::time::Duration::from_secs(5)).await);
-//! assert_eq!(server.received()[0].event.etype(), "HELLO");
+//! // INIT first, then the event.
+//! assert!(server.wait_until(|s| s.events >= 2, std::time::Duration::from_secs(5)).await);
+//! assert_eq!(server.received()[1].event.etype(), "HELLO");
 //! # Ok(()) }
 //! ```
 
@@ -39,6 +40,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ServerEvent, Value};
+
+/// A callback for every event the server decodes.
+pub type EventHook = Arc<dyn Fn(&Received) + Send + Sync>;
 
 /// What the server does, beyond recording.
 #[derive(Clone)]
@@ -64,7 +68,7 @@ pub struct ServerOptions {
     /// Serve `wss://` with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Called for every decoded event, on the connection's task.
-    pub on_event: Option<Arc<dyn Fn(&Received) + Send + Sync>>,
+    pub on_event: Option<EventHook>,
 }
 
 impl Default for ServerOptions {
@@ -177,7 +181,9 @@ pub struct LocalServer {
 
 impl std::fmt::Debug for LocalServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalServer").field("addr", &self.addr).finish()
+        f.debug_struct("LocalServer")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -198,7 +204,9 @@ impl LocalServer {
 
     /// Serves on an already bound listener.
     pub fn from_listener(listener: TcpListener, opts: ServerOptions) -> LocalServer {
-        let addr = listener.local_addr().expect("bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let tls = opts.tls.is_some();
         let state = Arc::new(State {
             opts,
@@ -381,7 +389,8 @@ pub fn server_event(etype: &str, data: Value) -> Bytes {
 }
 
 fn default_scene() -> Value {
-    let node = |key: &str, tag: &str| Value::map([("key", Value::from(key)), ("tag", Value::from(tag))]);
+    let node =
+        |key: &str, tag: &str| Value::map([("key", Value::from(key)), ("tag", Value::from(tag))]);
     Value::map([
         (
             "children",
@@ -389,7 +398,10 @@ fn default_scene() -> Value {
                 ("key", Value::from("box")),
                 ("tag", Value::from("Box")),
                 ("args", Value::from([0.3f32, 0.3, 0.3])),
-                ("position", Value::Array(vec![Value::Int(0), Value::F32(0.5), Value::Int(0)])),
+                (
+                    "position",
+                    Value::Array(vec![Value::Int(0), Value::F32(0.5), Value::Int(0)]),
+                ),
             ])]),
         ),
         ("key", Value::from("scene")),
@@ -442,11 +454,16 @@ where
 
 type Body = Either<Empty<Bytes>, Full<Bytes>>;
 
-async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, std::convert::Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let text = |status: StatusCode, body: &'static str| {
         Response::builder()
             .status(status)
-            .body(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))))
+            .body(Either::Right(Full::new(Bytes::from_static(
+                body.as_bytes(),
+            ))))
             .expect("static response")
     };
     if req.uri().path() != "/" {
@@ -501,7 +518,11 @@ async fn run_conn(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<State>) {
     let id = state.counters.connections.fetch_add(1, Ordering::Relaxed);
     state.counters.open.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Command>(4096);
-    state.conns.lock().unwrap().push(Conn { id, tx: tx.clone() });
+    state
+        .conns
+        .lock()
+        .unwrap()
+        .push(Conn { id, tx: tx.clone() });
     state.changed.notify_waiters();
 
     let (r, mut w) = tokio::io::split(io);
@@ -548,7 +569,12 @@ async fn run_conn(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<State>) {
     state.changed.notify_waiters();
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(r: R, state: &Arc<State>, id: u64, tx: &mpsc::Sender<Command>) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    r: R,
+    state: &Arc<State>,
+    id: u64,
+    tx: &mpsc::Sender<Command>,
+) {
     let (mut ws, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
     ws.set_auto_close(false);
     ws.set_auto_pong(false);
@@ -585,7 +611,10 @@ async fn read_loop<R: AsyncRead + Unpin>(r: R, state: &Arc<State>, id: u64, tx: 
         let (op, data) = match frame.opcode {
             OpCode::Ping => {
                 c.pings.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.try_send(Command::Frame(OpCode::Pong, Bytes::copy_from_slice(&frame.payload)));
+                let _ = tx.try_send(Command::Frame(
+                    OpCode::Pong,
+                    Bytes::copy_from_slice(&frame.payload),
+                ));
                 continue;
             }
             OpCode::Pong => continue,
@@ -606,7 +635,9 @@ async fn read_loop<R: AsyncRead + Unpin>(r: R, state: &Arc<State>, id: u64, tx: 
                 return;
             }
             OpCode::Continuation => {
-                let Some((op, mut buf)) = partial.take() else { return };
+                let Some((op, mut buf)) = partial.take() else {
+                    return;
+                };
                 if buf.len() + frame.payload.len() > state.opts.max_message {
                     let _ = tx.try_send(Command::Close(1009, "message too big".into()));
                     return;
@@ -653,7 +684,10 @@ async fn read_loop<R: AsyncRead + Unpin>(r: R, state: &Arc<State>, id: u64, tx: 
         if event.etype() == "INIT" {
             c.inits.fetch_add(1, Ordering::Relaxed);
             if state.opts.scene_on_init {
-                let _ = tx.try_send(Command::Frame(OpCode::Binary, server_event("SET", default_scene())));
+                let _ = tx.try_send(Command::Frame(
+                    OpCode::Binary,
+                    server_event("SET", default_scene()),
+                ));
             }
         }
         if state.opts.upsert_on.as_deref() == Some(event.etype()) {

@@ -42,12 +42,6 @@ pub(crate) struct Control {
     pub close: Option<(u16, String)>,
 }
 
-impl Control {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.pong.is_none() && self.close.is_none()
-    }
-}
-
 /// Everything behind the outbox lock.
 pub(crate) struct Outbox {
     pub ring: Ring<Payload>,
@@ -276,7 +270,9 @@ impl Shared {
             written.as_mut().enable();
             {
                 let ob = self.outbox();
-                if ob.written_through >= target || (ob.ring.is_empty() && ob.ring.counters().in_flight == 0) {
+                if ob.written_through >= target
+                    || (ob.ring.is_empty() && ob.ring.counters().in_flight == 0)
+                {
                     return Ok(());
                 }
                 if let Some(reason) = &ob.terminal {
@@ -313,7 +309,11 @@ impl Shared {
             bytes_sent: g(&c.bytes_sent),
             frames_sent: g(&c.frames_sent),
             flushes,
-            frames_per_flush: if flushes == 0 { 0.0 } else { ring.sent as f64 / flushes as f64 },
+            frames_per_flush: if flushes == 0 {
+                0.0
+            } else {
+                ring.sent as f64 / flushes as f64
+            },
             received: g(&c.received),
             received_bytes: g(&c.received_bytes),
             decode_errors: g(&c.decode_errors),
@@ -326,7 +326,11 @@ impl Shared {
             disconnects: g(&c.disconnects),
             downtime: Duration::from_nanos(g(&c.downtime_ns)),
             connected: matches!(*self.state.borrow(), ConnectionState::Connected),
-            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 

@@ -21,7 +21,9 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
     while let Some(conn) = next.take() {
         Counters::add(&shared.counters.connects, 1);
         tracing::info!(uri = %target.uri, peer = %conn.peer, "connected");
-        shared.set_state(ConnectionState::Connected);
+        if !matches!(*shared.state.borrow(), ConnectionState::Connected) {
+            shared.set_state(ConnectionState::Connected);
+        }
         let reason = run_connection(&shared, conn).await;
         if reason == Disconnect::Local || shared.close_requested.is_cancelled() {
             finish(&shared, reason);
@@ -90,7 +92,10 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
 }
 
 fn add_downtime(shared: &Shared, since: Instant) {
-    Counters::add(&shared.counters.downtime_ns, since.elapsed().as_nanos() as u64);
+    Counters::add(
+        &shared.counters.downtime_ns,
+        since.elapsed().as_nanos() as u64,
+    );
 }
 
 /// Before a new connection's tasks start: stale control frames are
@@ -212,7 +217,10 @@ impl Reconnect {
     /// The delay before attempt `attempt` (1-based); `salt` varies the jitter.
     pub(crate) fn delay(&self, attempt: u32, salt: u64) -> Duration {
         let base = self.initial_delay.as_secs_f64()
-            * self.multiplier.max(1.0).powi(attempt.saturating_sub(1).min(64) as i32);
+            * self
+                .multiplier
+                .max(1.0)
+                .powi(attempt.saturating_sub(1).min(64) as i32);
         let capped = base.min(self.max_delay.as_secs_f64());
         let r = jitter_unit(salt); // in [-1, 1)
         let j = self.jitter.clamp(0.0, 1.0);
@@ -244,8 +252,10 @@ mod tests {
         let j = Reconnect::default();
         for i in 0..100 {
             let d = j.delay(1, i);
-            assert!(d >= Duration::from_millis(80) && d <= Duration::from_millis(120), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(80) && d <= Duration::from_millis(120),
+                "{d:?}"
+            );
         }
     }
 }
-

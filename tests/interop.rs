@@ -35,7 +35,8 @@ fn is_event(etype: &'static str) -> impl Fn(&Json) -> bool {
 async fn server_handlers_get_init_and_every_event_in_order() {
     let _py = python_lock().await;
     bounded(120, async {
-        let mut py = PyServer::start("record", &["INIT", "SET_POSITION", "CAMERA_MOVE", "BLOB"]).await;
+        let mut py =
+            PyServer::start("record", &["INIT", "SET_POSITION", "CAMERA_MOVE", "BLOB"]).await;
         let mut client = VuerClient::connect(&py.uri()).await.unwrap();
 
         // INIT routes the session to the handler filtered on client="rust*".
@@ -45,7 +46,10 @@ async fn server_handlers_get_init_and_every_event_in_order() {
         let info = &init["value"];
         assert_eq!(info["client"], "rust");
         assert_eq!(info["clientVersion"], env!("CARGO_PKG_VERSION"));
-        assert!(info["timezoneOffset"].is_i64(), "timezoneOffset must be an int: {info}");
+        assert!(
+            info["timezoneOffset"].is_i64(),
+            "timezoneOffset must be an int: {info}"
+        );
         for field in ["timezone", "platform", "platformVersion", "machine"] {
             assert!(info[field].is_string(), "{field} missing: {info}");
         }
@@ -61,7 +65,10 @@ async fn server_handlers_get_init_and_every_event_in_order() {
             .send(
                 &DynEvent::new("CAMERA_MOVE")
                     .key("defaultCamera")
-                    .value(Value::map([("camera", Value::map([("fov", 50.into()), ("aspect", 1.5f32.into())]))])),
+                    .value(Value::map([(
+                        "camera",
+                        Value::map([("fov", 50.into()), ("aspect", 1.5f32.into())]),
+                    )])),
             )
             .await
             .unwrap();
@@ -74,7 +81,12 @@ async fn server_handlers_get_init_and_every_event_in_order() {
         for (i, ev) in got.iter().enumerate() {
             let want = position(i);
             // Python saw the f32 values widened to double: exact as f32.
-            let v: Vec<f32> = ev["value"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            let v: Vec<f32> = ev["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
             assert_eq!(v, want.to_vec(), "event {i} out of order or changed");
         }
         let cam = py.expect(is_event("CAMERA_MOVE"), T).await;
@@ -132,7 +144,10 @@ async fn init_can_be_overridden_for_spawn_filters() {
             .connect()
             .await
             .unwrap();
-        assert_eq!(py.expect(|v| v["kind"] == "spawn", T).await["handler"], "rust");
+        assert_eq!(
+            py.expect(|v| v["kind"] == "spawn", T).await["handler"],
+            "rust"
+        );
         let init = py.expect(is_event("INIT"), T).await;
         assert_eq!(init["value"]["client"], "rust-teleop");
         assert_eq!(init["value"]["robot"], "g1");
@@ -145,7 +160,10 @@ async fn init_can_be_overridden_for_spawn_filters() {
             .connect()
             .await
             .unwrap();
-        assert_eq!(py.expect(|v| v["kind"] == "spawn", T).await["handler"], "python");
+        assert_eq!(
+            py.expect(|v| v["kind"] == "spawn", T).await["handler"],
+            "python"
+        );
         client.close().await.unwrap();
     })
     .await;
@@ -169,8 +187,14 @@ async fn grab_render_rpc_gets_the_clients_answer() {
         });
         for _ in 0..3 {
             let r = py.expect(|v| v["kind"] == "rpc", T).await;
-            assert_eq!(r["ok"], true, "server timed out waiting for the answer: {r}");
-            assert!(r["etype"].as_str().unwrap().starts_with("GRAB_RENDER_RESPONSE@"));
+            assert_eq!(
+                r["ok"], true,
+                "server timed out waiting for the answer: {r}"
+            );
+            assert!(r["etype"]
+                .as_str()
+                .unwrap()
+                .starts_with("GRAB_RENDER_RESPONSE@"));
             assert_eq!(r["key"], "DEFAULT");
             assert_eq!(r["value"]["frame"]["$bin"], "/9j/4A==");
             assert_eq!(r["value"]["quality"], 0.5);
@@ -191,7 +215,9 @@ async fn respond_answers_an_rpc_from_a_subscription() {
         let req = renders.recv_timeout(T).await.expect("GRAB_RENDER request");
         assert!(req.is_rpc());
         assert_eq!(req.key(), Some("DEFAULT"));
-        client.respond(&req, Value::map([("frame", Value::Bin(vec![1, 2, 3]))])).unwrap();
+        client
+            .respond(&req, Value::map([("frame", Value::Bin(vec![1, 2, 3]))]))
+            .unwrap();
         let r = py.expect(|v| v["kind"] == "rpc", T).await;
         assert_eq!(r["ok"], true);
         assert_eq!(r["value"]["frame"]["$bin"], "AQID");
@@ -207,12 +233,12 @@ async fn the_set_position_example_against_the_example_server() {
     let _py = python_lock().await;
     bounded(120, async {
         let port = common::free_port();
-        let mut cmd = std::process::Command::new(common::python());
-        cmd.arg(common::repo().join("examples/server.py"))
-            .env("VUER_PORT", port.to_string())
-            .env("VUER_HOST", "127.0.0.1");
-        // The example server prints plain lines; wait until it listens.
-        let mut server = spawn_plain(cmd, port).await;
+        let env = [
+            ("VUER_PORT", port.to_string()),
+            ("VUER_HOST", "127.0.0.1".to_owned()),
+        ];
+        let mut server =
+            PyServer::run_script(&common::repo().join("examples/server.py"), &[], &env, port).await;
         let example = example_binary("set_position");
         let out = tokio::process::Command::new(&example)
             .env("VUER_CLIENT_URI", format!("ws://127.0.0.1:{port}"))
@@ -220,7 +246,11 @@ async fn the_set_position_example_against_the_example_server() {
             .await
             .expect("run example");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "example failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "example failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("sent 200 SET_POSITION events"), "{stdout}");
         assert!(stdout.contains("received 201 server events"), "{stdout}");
         let mut n = 0;
@@ -245,25 +275,10 @@ fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
-
-async fn spawn_plain(cmd: std::process::Command, port: u16) -> PyServer {
-    // Readiness: the example server prints a banner, but not when it is
-    // bound; wait for the port to accept a connection instead.
-    let mut cmd = cmd;
-    cmd.env("PYTHONUNBUFFERED", "1");
-    let wrapper = format!(
-        "import runpy, sys, json\nfrom aiohttp import web\n_s = web.TCPSite.start\nasync def _start(self):\n    await _s(self)\n    print(json.dumps({{'kind': 'ready'}}), flush=True)\nweb.TCPSite.start = _start\nsys.argv = [sys.argv[1]]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
+    assert!(
+        path.exists(),
+        "{} not built (cargo test builds examples)",
+        path.display()
     );
-    let script = cmd.get_args().next().unwrap().to_owned();
-    let mut wrapped = std::process::Command::new(cmd.get_program());
-    wrapped.arg("-c").arg(wrapper).arg(script);
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            wrapped.env(k, v);
-        }
-    }
-    PyServer::spawn(wrapped, port).await
+    path
 }

@@ -22,12 +22,9 @@ pub(crate) enum Opcode {
     Pong = 0xa,
 }
 
-/// Largest frame header a client writes: 2 + 8 (length) + 4 (mask).
-pub(crate) const MAX_HEADER: usize = 14;
-
 /// Size of the header for a payload of `len` bytes (client, masked).
-#[inline]
-pub(crate) fn header_len(len: usize) -> usize {
+#[cfg(test)]
+fn header_len(len: usize) -> usize {
     if len < 126 {
         6
     } else if len <= u16::MAX as usize {
@@ -121,7 +118,10 @@ mod tests {
         assert!(frame[1] & 0x80 != 0, "client frames are masked");
         let (len, off) = match frame[1] & 0x7f {
             126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize, 10),
+            127 => (
+                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n => (n as usize, 2),
         };
         let mask = &frame[off..off + 4];

@@ -57,13 +57,21 @@ mod tests {
     fn keeps_order_and_number_kinds() {
         let v = transcode(r#"{"ts": 1700000000500, "etype": "SET", "data": {"z": 1.5, "a": [0, -1, "x\n", null, true]}}"#).unwrap();
         let m = v.as_map().unwrap();
-        assert_eq!(m.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["ts", "etype", "data"]);
+        assert_eq!(
+            m.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["ts", "etype", "data"]
+        );
         assert_eq!(v["ts"], Value::Int(1700000000500));
         assert_eq!(v["data"]["z"], Value::F64(1.5));
         assert_eq!(v["data"]["a"][1], Value::Int(-1));
         assert_eq!(v["data"]["a"][2], Value::Str("x\n".into()));
         assert_eq!(v["data"]["a"][3], Value::Nil);
-        let keys: Vec<_> = v["data"].as_map().unwrap().iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = v["data"]
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
         assert_eq!(keys, ["z", "a"]);
     }
 
@@ -81,7 +89,10 @@ mod tests {
         // simd-json may refuse very deep documents itself; either way no crash.
         let _ = json_to_msgpack(&mut text, &mut out);
         if !out.is_empty() {
-            assert!(matches!(crate::codec::decode_value(&out), Err(DecodeError::TooDeep { .. })));
+            assert!(matches!(
+                crate::codec::decode_value(&out),
+                Err(DecodeError::TooDeep { .. })
+            ));
         }
     }
 }

@@ -18,7 +18,7 @@ mod write;
 
 use bytes::Bytes;
 
-pub(crate) use frame::{header_len, mask_tail, write_close, write_control, write_header, MaskRng, Opcode};
+pub(crate) use frame::{mask_tail, write_close, write_control, write_header, MaskRng, Opcode};
 pub(crate) use json::json_to_msgpack;
 pub(crate) use read::{decode_value, validate_value, Number, Reader};
 pub(crate) use ser::to_msgpack;
@@ -85,14 +85,8 @@ impl Payload {
         mask_tail(out, start, mask);
     }
 
-    /// Bytes on the wire for this message (frame header included).
-    #[inline]
-    pub(crate) fn wire_len(&self) -> usize {
-        let len = self.message_len();
-        header_len(len) + len
-    }
-
-    /// The message as a new buffer (tests, recording).
+    /// The message as a new buffer.
+    #[cfg(test)]
     pub(crate) fn to_message(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.message_len());
         self.write_message(&mut out);
@@ -125,7 +119,11 @@ pub(crate) fn encode_typed<E: Event + ?Sized>(
 
 /// Encodes a dynamic event: `etype, [key], extras..., value` after `ts`, the
 /// order of Python's keyword form `ClientEvent(etype=..., key=..., value=...)`.
-pub(crate) fn encode_dyn(ev: &DynEvent, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
+pub(crate) fn encode_dyn(
+    ev: &DynEvent,
+    out: &mut Payload,
+    all_f32: bool,
+) -> Result<(), EncodeError> {
     out.head.clear();
     out.tail = Bytes::new();
     let mut entries = 2;
@@ -178,7 +176,7 @@ pub(crate) fn read_envelope(msg: &[u8]) -> Result<Envelope, DecodeError> {
                 Some(Number::UInt(u)) => env.ts_ms = i64::try_from(u).ok(),
                 Some(Number::Int(i)) => env.ts_ms = Some(i),
                 Some(Number::Float(f)) => {
-                    env.ts_ms = f.is_finite().then(|| (f * 1000.0) as i64);
+                    env.ts_ms = f.is_finite().then_some((f * 1000.0) as i64);
                 }
                 None => {
                     let v = r.span(1)?;

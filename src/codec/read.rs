@@ -133,7 +133,12 @@ impl<'a> Reader<'a> {
             0xde => Head::Map(self.len16()?),
             0xdf => Head::Map(self.len32()?),
             0xe0..=0xff => Head::Int(m as i8 as i64),
-            0xc1 => return Err(DecodeError::InvalidMarker { offset: at, byte: m }),
+            0xc1 => {
+                return Err(DecodeError::InvalidMarker {
+                    offset: at,
+                    byte: m,
+                })
+            }
         })
     }
 

@@ -152,7 +152,9 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
         } else if let Ok(u) = u64::try_from(v) {
             write_uint(self.out, u);
         } else {
-            return Err(EncodeError::Custom(format!("integer {v} does not fit in msgpack")));
+            return Err(EncodeError::Custom(format!(
+                "integer {v} does not fit in msgpack"
+            )));
         }
         Ok(())
     }

@@ -86,7 +86,9 @@ fn same(a: &Value, b: &Value) -> bool {
         }
         (Value::Map(x), Value::Map(y)) => {
             x.len() == y.len()
-                && x.iter().zip(y).all(|((ka, a), (kb, b))| ka == kb && same(a, b))
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, a), (kb, b))| ka == kb && same(a, b))
         }
         _ => a == b,
     }
@@ -163,7 +165,11 @@ fn dynamic_events_match_every_keyword_style_c2s_vector() {
     ];
     for name in names {
         let (logical, bytes) = case(name);
-        assert_eq!(dyn_bytes(&dyn_from_logical(&logical), false), bytes, "{name}");
+        assert_eq!(
+            dyn_bytes(&dyn_from_logical(&logical), false),
+            bytes,
+            "{name}"
+        );
     }
 }
 
@@ -311,7 +317,10 @@ fn every_s2c_vector_decodes_as_a_server_event() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(ev.etype(), logical["etype"].as_str().unwrap(), "{name}");
         assert_eq!(ev.ts(), Some(TS as i64), "{name}");
-        assert!(same(&ev.data().unwrap(), &tagged(&logical["data"])), "{name}");
+        assert!(
+            same(&ev.data().unwrap(), &tagged(&logical["data"])),
+            "{name}"
+        );
         assert_eq!(ev.uuid(), logical["uuid"].as_str(), "{name}");
         assert_eq!(ev.rtype(), logical["rtype"].as_str(), "{name}");
         assert_eq!(ev.key(), logical["key"].as_str(), "{name}");
@@ -396,12 +405,23 @@ fn hostile_messages_are_errors_not_panics() {
         (&[], "empty"),
         (&[0x91, 0x01], "array"),
         (&[0x81, 0x01, 0x01], "int key"),
-        (&[0x81, 0xa5, b'e', b't', b'y', b'p', b'e', 0xa2, 0xff, 0xfe], "bad utf8"),
+        (
+            &[0x81, 0xa5, b'e', b't', b'y', b'p', b'e', 0xa2, 0xff, 0xfe],
+            "bad utf8",
+        ),
         (&[0xdf, 0xff, 0xff, 0xff, 0xff], "absurd map length"),
-        (&[0x81, 0xa4, b'd', b'a', b't', b'a', 0xc6, 0x7f, 0xff, 0xff, 0xff], "absurd bin"),
+        (
+            &[
+                0x81, 0xa4, b'd', b'a', b't', b'a', 0xc6, 0x7f, 0xff, 0xff, 0xff,
+            ],
+            "absurd bin",
+        ),
         (&[0xc1], "never-used marker"),
         (&[0x80], "no etype"),
-        (&[0x81, 0xa5, b'e', b't', b'y', b'p', b'e', 0x01], "int etype"),
+        (
+            &[0x81, 0xa5, b'e', b't', b'y', b'p', b'e', 0x01],
+            "int etype",
+        ),
     ];
     for (bytes, what) in cases {
         assert!(read_envelope(bytes).is_err(), "{what}");
@@ -431,5 +451,8 @@ fn json_text_frames_decode_like_msgpack() {
     assert!(ev.was_json());
     assert_eq!(ev.etype(), "UPSERT");
     assert_eq!(ev.ts(), Some(TS as i64));
-    assert_eq!(ev.data().unwrap()["nodes"][0]["position"][1], Value::F64(0.5));
+    assert_eq!(
+        ev.data().unwrap()["nodes"][0]["position"][1],
+        Value::F64(0.5)
+    );
 }

@@ -64,10 +64,13 @@ pub(crate) async fn upgrade(
                 tracing::debug!(error = %e, "upgrade connection driver ended");
             }
         });
-        let mut resp = sender.send_request(req).await.map_err(|e| ConnectError::Http {
-            uri: uri.clone(),
-            source: e,
-        })?;
+        let mut resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ConnectError::Http {
+                uri: uri.clone(),
+                source: e,
+            })?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status().as_u16();
             let mut body = Vec::new();
@@ -95,7 +98,10 @@ pub(crate) async fn upgrade(
         check_header(&resp, UPGRADE, "websocket", &uri)?;
         check_header(&resp, CONNECTION, "upgrade", &uri)?;
         let expected = accept_key(&key);
-        if resp.headers().get(SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes)
+        if resp
+            .headers()
+            .get(SEC_WEBSOCKET_ACCEPT)
+            .map(HeaderValue::as_bytes)
             != Some(expected.as_bytes())
         {
             return Err(ConnectError::Upgrade {
@@ -117,12 +123,13 @@ pub(crate) async fn upgrade(
                 uri: uri.clone(),
                 source: e,
             })?;
-        let parts = upgraded
-            .downcast::<TokioIo<Transport>>()
-            .map_err(|_| ConnectError::Upgrade {
-                uri: uri.clone(),
-                reason: "upgraded stream has an unexpected type".into(),
-            })?;
+        let parts =
+            upgraded
+                .downcast::<TokioIo<Transport>>()
+                .map_err(|_| ConnectError::Upgrade {
+                    uri: uri.clone(),
+                    reason: "upgraded stream has an unexpected type".into(),
+                })?;
         Ok((parts.io.into_inner(), parts.read_buf))
     };
     match tokio::time::timeout(timeout, exchange).await {

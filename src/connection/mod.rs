@@ -19,7 +19,6 @@ use tokio_rustls::client::TlsStream;
 use crate::config::Config;
 use crate::error::ConnectError;
 
-
 /// Where to connect, parsed from a `ws://` or `wss://` URI.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -37,11 +36,17 @@ impl Target {
             uri: uri.to_owned(),
             reason: reason.to_owned(),
         };
-        let parsed: hyper::Uri = uri.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+        let parsed: hyper::Uri = uri
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
         let tls = match parsed.scheme_str() {
             Some("ws") | Some("http") => false,
             Some("wss") | Some("https") => true,
-            Some(other) => return Err(bad(&format!("unsupported scheme {other:?} (use ws:// or wss://)"))),
+            Some(other) => {
+                return Err(bad(&format!(
+                    "unsupported scheme {other:?} (use ws:// or wss://)"
+                )))
+            }
             None => return Err(bad("missing scheme (use ws:// or wss://)")),
         };
         let host = parsed.host().ok_or_else(|| bad("missing host"))?;
@@ -60,7 +65,10 @@ impl Target {
             uri: uri.to_owned(),
             tls,
             // IPv6 literals come bracketed; sockets and TLS want them bare.
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
             host_header,
             path_and_query,
@@ -75,7 +83,11 @@ pub(crate) enum Transport {
 }
 
 impl AsyncRead for Transport {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -84,7 +96,11 @@ impl AsyncRead for Transport {
 }
 
 impl AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -122,18 +138,21 @@ pub(crate) struct Connection {
 pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connection, ConnectError> {
     let uri = &target.uri;
     let timeout = config.connect_timeout;
-    let addrs = tokio::time::timeout(timeout, tokio::net::lookup_host((target.host.as_str(), target.port)))
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            uri: uri.clone(),
-            stage: "name resolution",
-            after: timeout,
-        })?
-        .map_err(|e| ConnectError::Resolve {
-            uri: uri.clone(),
-            host: target.host.clone(),
-            source: e,
-        })?;
+    let addrs = tokio::time::timeout(
+        timeout,
+        tokio::net::lookup_host((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| ConnectError::Timeout {
+        uri: uri.clone(),
+        stage: "name resolution",
+        after: timeout,
+    })?
+    .map_err(|e| ConnectError::Resolve {
+        uri: uri.clone(),
+        host: target.host.clone(),
+        source: e,
+    })?;
     let mut last_err = None;
     let mut tcp = None;
     for addr in addrs {
@@ -157,7 +176,12 @@ pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connecti
         (None, Some(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(ConnectError::Refused { uri: uri.clone() })
         }
-        (None, Some(e)) => return Err(ConnectError::Io { uri: uri.clone(), source: e }),
+        (None, Some(e)) => {
+            return Err(ConnectError::Io {
+                uri: uri.clone(),
+                source: e,
+            })
+        }
         (None, None) => {
             return Err(ConnectError::Resolve {
                 uri: uri.clone(),
@@ -169,10 +193,14 @@ pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connecti
     // Nagle would hold small frames back for up to an ACK round trip (p99
     // 23 ms at 1 kHz measured); batching comes from the sender's own rounds.
     tcp.set_nodelay(config.tcp_nodelay)
-        .map_err(|e| ConnectError::Io { uri: uri.clone(), source: e })?;
-    let peer = tcp
-        .peer_addr()
-        .map_err(|e| ConnectError::Io { uri: uri.clone(), source: e })?;
+        .map_err(|e| ConnectError::Io {
+            uri: uri.clone(),
+            source: e,
+        })?;
+    let peer = tcp.peer_addr().map_err(|e| ConnectError::Io {
+        uri: uri.clone(),
+        source: e,
+    })?;
     let socket = socket::SocketHandle::new(&tcp);
     socket.apply(&config.socket);
 
@@ -195,13 +223,17 @@ pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connecti
                 stage: "TLS handshake",
                 after: timeout,
             })?
-            .map_err(|e| ConnectError::Tls { uri: uri.clone(), source: e })?;
+            .map_err(|e| ConnectError::Tls {
+                uri: uri.clone(),
+                source: e,
+            })?;
         Transport::Tls(Box::new(stream))
     } else {
         Transport::Plain(tcp)
     };
 
-    let (transport, early) = handshake::upgrade(transport, target, &config.headers, timeout).await?;
+    let (transport, early) =
+        handshake::upgrade(transport, target, &config.headers, timeout).await?;
     let (read, write): (ReadHalf, WriteHalf) = match transport {
         Transport::Plain(tcp) => {
             let (r, w) = tcp.into_split();
@@ -233,7 +265,11 @@ impl<R> Prefixed<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.prefix.has_remaining() {
             let n = this.prefix.len().min(buf.remaining());
@@ -263,8 +299,17 @@ mod tests {
         assert_eq!(t.path_and_query, "/ws?x=1");
         let t = Target::parse("ws://[::1]:9000/").unwrap();
         assert_eq!(t.host, "::1");
-        assert!(matches!(Target::parse("ftp://x"), Err(ConnectError::InvalidUri { .. })));
-        assert!(matches!(Target::parse("localhost:8012"), Err(ConnectError::InvalidUri { .. })));
-        assert!(matches!(Target::parse("ws://"), Err(ConnectError::InvalidUri { .. })));
+        assert!(matches!(
+            Target::parse("ftp://x"),
+            Err(ConnectError::InvalidUri { .. })
+        ));
+        assert!(matches!(
+            Target::parse("localhost:8012"),
+            Err(ConnectError::InvalidUri { .. })
+        ));
+        assert!(matches!(
+            Target::parse("ws://"),
+            Err(ConnectError::InvalidUri { .. })
+        ));
     }
 }

@@ -120,7 +120,12 @@ impl SocketHandle {
         #[cfg(target_os = "linux")]
         {
             if let Some(v) = opts.notsent_lowat {
-                self.set_u32(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, v, "TCP_NOTSENT_LOWAT");
+                self.set_u32(
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NOTSENT_LOWAT,
+                    v,
+                    "TCP_NOTSENT_LOWAT",
+                );
             }
             if let Some(v) = opts.send_buffer {
                 self.set_u32(libc::SOL_SOCKET, libc::SO_SNDBUF, v, "SO_SNDBUF");
@@ -147,41 +152,6 @@ impl SocketHandle {
         if rc != 0 {
             tracing::warn!(option = what, error = %std::io::Error::last_os_error(), "setsockopt failed");
         }
-    }
-
-    /// `SO_SNDBUF` as the kernel applied it (it doubles the requested value).
-    pub(crate) fn send_buffer(&self) -> Option<u32> {
-        #[cfg(target_os = "linux")]
-        {
-            let mut v: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: as in `set_u32`; the kernel writes at most `len` bytes.
-            let rc = unsafe {
-                libc::getsockopt(
-                    self.fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    &mut v as *mut libc::c_int as *mut libc::c_void,
-                    &mut len,
-                )
-            };
-            (rc == 0).then_some(v as u32)
-        }
-        #[cfg(not(target_os = "linux"))]
-        None
-    }
-
-    /// Bytes in the send queue (unacknowledged plus not yet sent).
-    pub(crate) fn outq(&self) -> Option<u32> {
-        #[cfg(target_os = "linux")]
-        {
-            let mut v: libc::c_int = 0;
-            // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int.
-            let rc = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut v) };
-            (rc == 0).then_some(v as u32)
-        }
-        #[cfg(not(target_os = "linux"))]
-        None
     }
 
     /// Reads `TCP_INFO`.
@@ -212,7 +182,11 @@ impl SocketHandle {
                 unacked_segments: raw.unacked,
                 bytes_acked: raw.bytes_acked,
                 bytes_received: raw.bytes_received,
-                notsent_bytes: if have(notsent_end) { raw.notsent_bytes } else { 0 },
+                notsent_bytes: if have(notsent_end) {
+                    raw.notsent_bytes
+                } else {
+                    0
+                },
                 snd_wnd: if have(snd_wnd_end) { raw.snd_wnd } else { 0 },
                 snd_mss: raw.snd_mss,
             })

@@ -26,7 +26,11 @@ pub async fn bounded<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn has_vuer(python: &Path) -> bool {
@@ -47,7 +51,11 @@ pub fn python() -> PathBuf {
     PY.get_or_init(|| {
         if let Ok(p) = std::env::var("VUER_PYTHON") {
             let p = PathBuf::from(p);
-            assert!(has_vuer(&p), "VUER_PYTHON={} has no vuer {VUER_VERSION}", p.display());
+            assert!(
+                has_vuer(&p),
+                "VUER_PYTHON={} has no vuer {VUER_VERSION}",
+                p.display()
+            );
             return p;
         }
         let venv = repo().join(".venv");
@@ -60,10 +68,23 @@ pub fn python() -> PathBuf {
         let lock = std::fs::File::create(&lock_path).unwrap();
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file we own; released when `lock` is dropped.
-        assert_eq!(unsafe { libc_flock(lock.as_raw_fd()) }, 0, "cannot lock {}", lock_path.display());
+        assert_eq!(
+            unsafe { libc_flock(lock.as_raw_fd()) },
+            0,
+            "cannot lock {}",
+            lock_path.display()
+        );
         if !has_vuer(&py) {
-            eprintln!("creating {} with vuer=={VUER_VERSION} (first run only)", venv.display());
-            let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false);
+            eprintln!(
+                "creating {} with vuer=={VUER_VERSION} (first run only)",
+                venv.display()
+            );
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             assert!(ok, "python3 -m venv failed: is Python 3 installed?");
             let ok = Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", &format!("vuer=={VUER_VERSION}")])
@@ -110,15 +131,34 @@ impl PyServer {
 
     pub async fn start_on(port: u16, mode: &str, etypes: &[&str]) -> PyServer {
         let script = repo().join("tests/py/vuer_app.py");
+        let mut args = vec![port.to_string(), mode.to_owned()];
+        args.extend(etypes.iter().map(|s| s.to_string()));
+        Self::run_script(&script, &args, &[], port).await
+    }
+
+    /// Runs a vuer script through `tests/py/ready.py`, which announces
+    /// `{"kind": "ready"}` once the server is bound; every stdout line is
+    /// then available as JSON (or as a string when it is not JSON).
+    pub async fn run_script(
+        script: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        port: u16,
+    ) -> PyServer {
         let mut cmd = Command::new(python());
-        cmd.arg(script).arg(port.to_string()).arg(mode).args(etypes);
+        cmd.arg(repo().join("tests/py/ready.py"))
+            .arg(script)
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         Self::spawn(cmd, port).await
     }
 
-    /// Starts a script that prints `{"kind": "ready"}` (or any line when
-    /// `any_line` readiness is used by the caller) and JSON lines.
-    pub async fn spawn(mut cmd: Command, port: u16) -> PyServer {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+    async fn spawn(mut cmd: Command, port: u16) -> PyServer {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null());
         cmd.env("PYTHONUNBUFFERED", "1");
         let mut child = cmd.spawn().expect("spawn python");
         let stdout = child.stdout.take().unwrap();
@@ -132,8 +172,14 @@ impl PyServer {
                 }
             }
         });
-        let mut s = PyServer { child, port, lines: rx, seen: Vec::new() };
-        s.expect(|v| v["kind"] == "ready", Duration::from_secs(60)).await;
+        let mut s = PyServer {
+            child,
+            port,
+            lines: rx,
+            seen: Vec::new(),
+        };
+        s.expect(|v| v["kind"] == "ready", Duration::from_secs(60))
+            .await;
         s
     }
 
@@ -143,7 +189,10 @@ impl PyServer {
 
     /// The next line, waiting at most `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Json> {
-        let v = tokio::time::timeout(timeout, self.lines.recv()).await.ok().flatten()?;
+        let v = tokio::time::timeout(timeout, self.lines.recv())
+            .await
+            .ok()
+            .flatten()?;
         self.seen.push(v.clone());
         Some(v)
     }
@@ -156,13 +205,21 @@ impl PyServer {
             match self.next(left).await {
                 Some(v) if pred(&v) => return v,
                 Some(_) => continue,
-                None => panic!("expected line not seen within {timeout:?}; seen: {:#?}", self.seen),
+                None => panic!(
+                    "expected line not seen within {timeout:?}; seen: {:#?}",
+                    self.seen
+                ),
             }
         }
     }
 
     /// Collects `n` lines matching `pred`.
-    pub async fn collect(&mut self, n: usize, pred: impl Fn(&Json) -> bool, timeout: Duration) -> Vec<Json> {
+    pub async fn collect(
+        &mut self,
+        n: usize,
+        pred: impl Fn(&Json) -> bool,
+        timeout: Duration,
+    ) -> Vec<Json> {
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         while out.len() < n {

@@ -1,9 +1,9 @@
 """A vuer 0.1.6 app for the interop tests, driven by the Rust test harness.
 
-Usage: python vuer_app.py PORT MODE [ETYPE ...]
+Usage: python ready.py vuer_app.py PORT MODE [ETYPE ...]
 
 It prints one JSON line per observation on stdout:
-  {"kind": "ready"}                            the server is listening
+  {"kind": "ready"}                            the server is listening (ready.py)
   {"kind": "spawn", "handler": ..., "client": {...}}   a spawn handler started
   {"kind": "event", "etype": ..., "value": ..., "key": ..., "ts": ..., "session": N}
   {"kind": "rpc", "ok": bool, "value": ...}    result of session.grab_render()
@@ -21,8 +21,6 @@ import base64
 import itertools
 import json
 import sys
-
-from aiohttp import web
 
 from vuer import Vuer, VuerSession
 from vuer.schemas import Box, DefaultScene
@@ -42,17 +40,6 @@ def jsonable(o):
     return {"$bin": base64.b64encode(bytes(o)).decode()}
   return repr(o)
 
-
-# Readiness: report once the listening socket is bound.
-_site_start = web.TCPSite.start
-
-
-async def _start(self):
-  await _site_start(self)
-  emit({"kind": "ready"})
-
-
-web.TCPSite.start = _start
 
 app = Vuer(host="127.0.0.1", port=port, queue_len=1000)
 

@@ -1,0 +1,525 @@
+//! The client against the in-process server: connecting (and every way it
+//! can fail), TLS, the public API, and closing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::bounded;
+use serde::Serialize;
+use vuer_client::server::{LocalServer, ServerOptions};
+use vuer_client::{
+    Coalesce, ConnectError, ConnectionState, Disconnect, DynEvent, Event, PublishError, Value,
+    VuerClient,
+};
+
+#[derive(Serialize)]
+struct Tick(u64);
+impl Event for Tick {
+    const ETYPE: &'static str = "TICK";
+    fn coalesce(&self) -> Coalesce<'_> {
+        Coalesce::Never
+    }
+}
+
+async fn server() -> LocalServer {
+    LocalServer::start(ServerOptions::default()).await.unwrap()
+}
+
+fn check_identity(s: &vuer_client::Stats) {
+    assert_eq!(
+        s.published,
+        s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending,
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_says_so() {
+    let port = common::free_port();
+    let err = VuerClient::connect(&format!("ws://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Refused { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot connect to ws://127.0.0.1:{port}: connection refused — is a Vuer server running?")
+    );
+}
+
+#[tokio::test]
+async fn non_101_answer_reports_status_and_body() {
+    let server = server().await;
+    let err = VuerClient::connect(&format!("{}/ws", server.uri()))
+        .await
+        .unwrap_err();
+    match &err {
+        ConnectError::Status { status, body, .. } => {
+            assert_eq!(*status, 404);
+            assert_eq!(body, "404: Not Found");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("HTTP 404"), "{err}");
+    server.refuse_upgrades(true);
+    let err = VuerClient::connect(&server.uri()).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectError::Status { status: 503, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_uris_are_refused_before_connecting() {
+    for uri in [
+        "localhost:8012",
+        "ftp://localhost",
+        "ws://",
+        "ws://exa mple",
+    ] {
+        let err = VuerClient::connect(uri).await.unwrap_err();
+        assert!(
+            matches!(err, ConnectError::InvalidUri { .. }),
+            "{uri}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    // Accepts TCP, never answers the upgrade.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            held.push(s);
+        }
+    });
+    let err = bounded(
+        10,
+        VuerClient::builder()
+            .uri(format!("ws://{addr}"))
+            .connect_timeout(Duration::from_millis(300))
+            .connect(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectError::Timeout {
+                stage: "websocket upgrade",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    hold.abort();
+}
+
+#[tokio::test]
+async fn invalid_environment_is_a_config_error() {
+    // The builder reads WEBSOCKET_MAX_SIZE; test the parser through a
+    // child-free path: an invalid PEM is reported the same way.
+    let err = VuerClient::builder()
+        .add_root_certificates_pem(b"not a pem")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::InvalidConfig(_)), "{err:?}");
+}
+
+fn tls_server_config() -> (Arc<rustls::ServerConfig>, Vec<u8>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = cert.cert.der().to_vec();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der.clone().into()], key)
+    .unwrap();
+    (Arc::new(config), der)
+}
+
+#[tokio::test]
+async fn wss_with_a_self_signed_certificate() {
+    bounded(30, async {
+        let (config, der) = tls_server_config();
+        let server = LocalServer::start(ServerOptions {
+            tls: Some(config),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert!(server.uri().starts_with("wss://localhost:"));
+
+        // Verified against the webpki roots: refused, with a TLS error.
+        let err = VuerClient::builder()
+            .uri(server.uri())
+            .tls_verify(true)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("TLS handshake"), "{err}");
+
+        // Trusting the certificate explicitly: works.
+        let mut client = VuerClient::builder()
+            .uri(server.uri())
+            .tls_verify(true)
+            .add_root_certificate(der)
+            .connect()
+            .await
+            .unwrap();
+        client.publish(&Tick(1)).unwrap();
+        assert_eq!(
+            client
+                .recv_timeout(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .etype(),
+            "SET"
+        );
+        client.close().await.unwrap();
+
+        // No verification (Python's ssl_verify=False): works.
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .tls_verify(false)
+            .connect()
+            .await
+            .unwrap();
+        client.send(&Tick(2)).await.unwrap();
+        client.flush().await.unwrap();
+        client.close().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events >= 4, Duration::from_secs(5))
+                .await
+        );
+        let ticks: Vec<_> = server
+            .received()
+            .into_iter()
+            .filter(|r| r.event.etype() == "TICK")
+            .map(|r| r.event.data().unwrap())
+            .collect();
+        assert_eq!(ticks, vec![Value::Int(1), Value::Int(2)]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn init_comes_first_then_events_in_order() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        for i in 0..1000 {
+            client.publish(&Tick(i)).unwrap();
+        }
+        client.flush().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events >= 1001, Duration::from_secs(10))
+                .await
+        );
+        let got = server.received();
+        assert_eq!(got[0].event.etype(), "INIT");
+        let info = got[0].event.data().unwrap();
+        assert_eq!(info["client"], Value::from("rust"));
+        for (i, r) in got[1..].iter().enumerate() {
+            assert_eq!(r.event.etype(), "TICK");
+            assert_eq!(r.event.data().unwrap(), Value::Int(i as i64));
+            // ts is integer milliseconds of the time of publishing.
+            let ts = r.event.ts().unwrap();
+            assert!((r.at_unix_ns / 1_000_000) as i64 - ts < 5_000);
+        }
+        let s = client.stats();
+        assert_eq!(s.sent, 1000);
+        check_identity(&s);
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publish_works_from_plain_threads_through_publishers() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let p = client.publisher();
+                std::thread::spawn(move || {
+                    for i in 0..2500u64 {
+                        let ev = DynEvent::new("THREAD")
+                            .value(Value::map([("t", t.into()), ("i", i.into())]))
+                            .reliable();
+                        loop {
+                            match p.publish(&ev) {
+                                Ok(()) => break,
+                                Err(PublishError::Full { .. }) => std::thread::yield_now(),
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        client.flush().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events >= 10_001, Duration::from_secs(10))
+                .await
+        );
+        // Per producer, order is kept.
+        let mut next = [0i64; 4];
+        for r in server.received().iter().skip(1) {
+            let v = r.event.data().unwrap();
+            let t = v["t"].as_i64().unwrap() as usize;
+            assert_eq!(v["i"].as_i64().unwrap(), next[t]);
+            next[t] += 1;
+        }
+        check_identity(&client.stats());
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn send_waits_for_room_and_publish_reports_full() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .max_queued_events(8)
+            .connect()
+            .await
+            .unwrap();
+        server.pause_reading();
+        // Big reliable events fill the kernel buffers, then the ring.
+        let big = DynEvent::new("BIG")
+            .value(Value::Bin(vec![7; 256 << 10]))
+            .reliable();
+        let mut accepted = 0u64;
+        loop {
+            match client.publish(&big) {
+                Ok(()) => accepted += 1,
+                Err(PublishError::Full { queued, .. }) => {
+                    assert_eq!(queued, 8);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            assert!(accepted < 10_000, "never full");
+            tokio::task::yield_now().await;
+        }
+        let s = client.stats();
+        assert_eq!(s.rejected, 1);
+        check_identity(&s);
+        // send().await waits while full...
+        let waiting = client.send(&big);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+                .await
+                .is_err()
+        );
+        // ...and completes once the server reads again.
+        server.resume_reading();
+        waiting.await.unwrap();
+        client.flush().await.unwrap();
+        let s = client.stats();
+        assert_eq!(s.sent, accepted + 1);
+        assert_eq!(s.rejected, 1, "a send that waited is not a rejection");
+        check_identity(&s);
+        client.close().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events == accepted + 2, Duration::from_secs(10))
+                .await
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_events_are_refused_before_queueing() {
+    let server = server().await;
+    let client = VuerClient::connect(&server.uri()).await.unwrap();
+    let big = DynEvent::new("BIG").value(Value::Bin(vec![0; 5 << 20]));
+    match client.publish(&big) {
+        Err(PublishError::TooLarge { limit, size }) => {
+            assert_eq!(limit, 4 << 20);
+            assert!(size > 5 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = client.stats();
+    assert_eq!((s.published, s.rejected), (1, 1));
+    check_identity(&s);
+}
+
+#[tokio::test]
+async fn close_delivers_everything_accepted_then_closes_cleanly() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        for i in 0..20_000 {
+            client.publish(&Tick(i)).unwrap();
+        }
+        assert!(client.is_connected());
+        client.close().await.unwrap();
+        assert!(!client.is_connected());
+        assert!(matches!(
+            client.state(),
+            ConnectionState::Closed(Disconnect::Local)
+        ));
+        assert!(
+            server
+                .wait_until(
+                    |s| s.events == 20_001 && s.closes == 1,
+                    Duration::from_secs(10)
+                )
+                .await
+        );
+        assert_eq!(server.close_codes(), vec![(1000, String::new())]);
+        assert!(matches!(
+            client.publish(&Tick(0)),
+            Err(PublishError::Closed(Disconnect::Local))
+        ));
+        let s = client.stats();
+        assert_eq!(s.sent, 20_000);
+        check_identity(&s);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_the_client_closes_in_the_background() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        for i in 0..100 {
+            client.publish(&Tick(i)).unwrap();
+        }
+        let t = std::time::Instant::now();
+        drop(client);
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "drop must not block"
+        );
+        assert!(
+            server
+                .wait_until(
+                    |s| s.events == 101 && s.closes == 1,
+                    Duration::from_secs(10)
+                )
+                .await
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_close_is_answered_and_reported() {
+    bounded(30, async {
+        let server = server().await;
+        let mut client = VuerClient::builder()
+            .uri(server.uri())
+            .reconnect(None)
+            .connect()
+            .await
+            .unwrap();
+        let mut states = client.watch_state();
+        assert!(client.recv_timeout(Duration::from_secs(5)).await.is_some()); // the scene
+        server.close_all(4001, "bye");
+        let reason = loop {
+            states.changed().await.unwrap();
+            if let ConnectionState::Closed(r) = &*states.borrow() {
+                break r.clone();
+            }
+        };
+        assert_eq!(
+            reason,
+            Disconnect::ServerClosed {
+                code: 4001,
+                reason: "bye".into()
+            }
+        );
+        // The stream ends.
+        assert!(client.recv().await.is_none());
+        assert!(matches!(
+            client.publish(&Tick(0)),
+            Err(PublishError::Closed(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscriptions_streams_and_try_recv() {
+    use futures_util::StreamExt;
+    bounded(30, async {
+        let server = server().await;
+        let mut client = VuerClient::connect(&server.uri()).await.unwrap();
+        let mut upserts = client.subscribe("UPS*");
+        // The scene sent on INIT goes to recv (no subscription matches SET).
+        let set = client.next().await.unwrap();
+        assert_eq!(set.etype(), "SET");
+        assert!(set.data().unwrap()["children"][0]["position"][1] == Value::F32(0.5));
+        server.broadcast_event(
+            "UPSERT",
+            Value::map([("nodes", Value::Array(vec![])), ("to", Value::Nil)]),
+        );
+        server.broadcast_event("REMOVE", Value::map([("keys", Value::from(vec!["box"]))]));
+        let up = upserts.next().await.unwrap();
+        assert_eq!(up.etype(), "UPSERT");
+        let rm = client.recv_timeout(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(rm.etype(), "REMOVE");
+        assert_eq!(rm.data().unwrap()["keys"][0], Value::from("box"));
+        assert!(client.try_recv().is_none());
+        assert!(upserts.try_recv().is_none());
+        assert!(client
+            .recv_timeout(Duration::from_millis(50))
+            .await
+            .is_none());
+        client.close().await.unwrap();
+        assert!(upserts.recv().await.is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn text_frames_are_decoded_as_json() {
+    bounded(30, async {
+        let server = server().await;
+        let mut client = VuerClient::connect(&server.uri()).await.unwrap();
+        assert_eq!(
+            client
+                .recv_timeout(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .etype(),
+            "SET"
+        );
+        server.broadcast_text(
+            r#"{"ts": 1700000000500, "etype": "RELAYED", "key": "k", "value": {"x": [1, 2.5]}}"#,
+        );
+        let ev = client.recv_timeout(Duration::from_secs(5)).await.unwrap();
+        assert!(ev.was_json());
+        assert_eq!(ev.etype(), "RELAYED");
+        assert_eq!(ev.key(), Some("k"));
+        assert_eq!(ev.data().unwrap()["x"][1], Value::F64(2.5));
+        client.close().await.unwrap();
+    })
+    .await;
+}

