@@ -495,6 +495,32 @@ impl futures_core::Stream for Subscription {
     }
 }
 
+/// Encodes `event` as the client writes it: one msgpack message (the
+/// websocket frame's payload), appended to `out`. `ts` is the event's own or
+/// now. Use it to pre-encode a message once for [`RawEvent`], to record
+/// traffic, or to compare bytes with another implementation.
+///
+/// ```
+/// use vuer_client::{encode_message, DynEvent};
+/// let mut buf = Vec::new();
+/// encode_message(&DynEvent::new("PING").ts(1_700_000_000_500), false, &mut buf).unwrap();
+/// assert_eq!(buf[0], 0x83); // a map of ts, etype, value
+/// ```
+pub fn encode_message<E: Outgoing + ?Sized>(
+    event: &E,
+    all_f32: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let mut p = Payload::default();
+    event.encode(&mut p, all_f32)?;
+    p.ts_ms = event
+        .meta()
+        .ts
+        .unwrap_or_else(|| crate::clock::wall_ms(crate::clock::now_ns()));
+    p.write_message(out);
+    Ok(())
+}
+
 pub(crate) fn publish<E: Outgoing + ?Sized>(
     shared: &Shared,
     event: &E,

@@ -106,7 +106,7 @@ mod stats;
 mod supervisor;
 mod value;
 
-pub use client::{ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
+pub use client::{encode_message, ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
 pub use config::{
     default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,

@@ -1,9 +1,11 @@
-//! The coalescing ring: a bounded queue where keyed values replace each other
-//! (latest value wins) and unkeyed values are delivered first in, first out.
+//! The coalescing ring: a bounded queue of encoded messages where keyed
+//! values replace each other (latest value wins) and unkeyed values are
+//! delivered first in, first out.
 //!
-//! This module knows nothing of tokio, sockets or msgpack: it moves opaque
-//! items with a byte size, so it is unit-tested, property-tested and benched
-//! on its own. The client wraps it in a mutex; the sender task drains it.
+//! This module knows nothing of tokio, sockets or msgpack: it stores opaque
+//! message bodies (bytes, plus an optional shared tail and a small `Copy`
+//! header), so it is unit-tested, property-tested and benched on its own.
+//! The client wraps it in a mutex; the sender task takes batches from it.
 //!
 //! # Semantics
 //!
@@ -12,25 +14,37 @@
 //!   value is still queued replaces that value *in place*: it keeps the old
 //!   value's place in line, and the old value is counted as `coalesced`. So
 //!   per key, values leave in the order published (the newest one wins), and
-//!   a key that is updated faster than the sender drains still leaves at the
+//!   a key updated faster than the sender drains still leaves at the
 //!   position of its first pending update: it is never starved.
-//! * **Unkeyed items** (reliable) are never replaced or dropped by the ring;
-//!   when the ring is full, [`Ring::push`] hands them back in [`Full`].
+//! * **Unkeyed items** (reliable) are never replaced or dropped by the ring
+//!   (unless the [`Overflow::DropOldest`] policy is chosen); when the ring is
+//!   full, [`Ring::push`] refuses them with [`Full`].
 //! * **Across keys**, the order is the order in which each key's *pending*
 //!   value first entered the line. A key updated after another key may
-//!   therefore leave before it (its slot was older). Unkeyed items keep
-//!   their order relative to each other and to the slots around them. Code
-//!   that needs strict order between two kinds of events should send them
+//!   therefore leave before it (its slot was older). Unkeyed items keep their
+//!   order relative to each other and to the slots around them. Code that
+//!   needs strict order between two kinds of events should send them
 //!   unkeyed.
-//! * **Maximum age.** An item may carry a deadline; an item whose deadline
-//!   has passed when it is drained is not returned but counted as `expired`.
-//! * **Bounds.** The ring holds at most `max_items` items and `max_bytes`
-//!   bytes, and knows at most `max_keys` keys. When the key table is full,
-//!   keys with nothing queued are forgotten to make room.
+//! * **Maximum age.** Every item carries a deadline; the taker checks it when
+//!   it writes, and reports expired items in [`Ring::complete`].
+//! * **Bounds.** At most `max_items` items and `max_bytes` bytes are queued,
+//!   and at most `max_keys` keys are remembered (keys with nothing queued are
+//!   forgotten to make room).
+//!
+//! # Cost
+//!
+//! Bodies are copied into one arena (a keyed value of the same size is
+//! overwritten in place), so a push costs a hash lookup for keyed items and
+//! a small copy, and allocates nothing in the steady state.
+//! [`Ring::take_all`] swaps the whole line with the taker's empty batch:
+//! O(1) under the caller's lock however many items are queued. A key's
+//! pending slot is found by sequence number and checked against the slot's
+//! key, so taking items never has to touch the key table.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
+use bytes::Bytes;
 use hashbrown::{Equivalent, HashMap};
 use rustc_hash::FxBuildHasher;
 
@@ -48,8 +62,8 @@ pub struct RingLimits {
 /// What to do when a new item does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
-    /// Refuse the new item and hand it back ([`Full`]); nothing queued is
-    /// touched. The default: nothing accepted is ever dropped.
+    /// Refuse the new item ([`Full`]); nothing queued is touched. The
+    /// default: nothing accepted is ever dropped.
     #[default]
     Reject,
     /// Drop the oldest queued items (counted as `dropped`) until the new one
@@ -57,18 +71,17 @@ pub enum Overflow {
     DropOldest,
 }
 
-/// The new item did not fit; it is handed back.
-#[derive(Debug)]
-pub struct Full<T>(pub T);
+/// The new item did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
 /// What [`Ring::push`] did.
-#[derive(Debug)]
-pub enum Pushed<T> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
     /// Queued at the end of the line.
     Queued,
-    /// Replaced a pending value of the same key in place; the old value is
-    /// returned so its storage can be reused.
-    Replaced(T),
+    /// Replaced a pending value of the same key in place.
+    Replaced,
 }
 
 /// A coalescing key: the event type plus an optional sub-key.
@@ -112,39 +125,111 @@ impl Equivalent<OwnedKey> for KeyRef<'_> {
 
 const NO_KEY: u32 = u32::MAX;
 
-/// A queued item with its bookkeeping.
-#[derive(Debug)]
-pub struct Slot<T> {
-    /// The item.
-    pub item: T,
-    /// Its size in bytes, as given to `push`.
-    pub bytes: usize,
+/// A queued item: where its body is in the arena, plus bookkeeping.
+#[derive(Debug, Clone)]
+pub struct Slot<H> {
+    /// The caller's per-item header (e.g. timestamp and entry count).
+    pub header: H,
+    off: u32,
+    len: u32,
+    /// Bytes that follow the body unchanged (shared, never copied).
+    pub tail: Bytes,
     /// When it was published (caller's clock, e.g. nanoseconds).
     pub born: u64,
     /// When it expires (`u64::MAX`: never).
     pub deadline: u64,
     key: u32,
+    /// The key's generation when queued: a key id can be reused after the
+    /// key is forgotten, and must not inherit the old key's items.
+    gen: u32,
 }
 
-impl<T> Slot<T> {
+impl<H> Slot<H> {
     /// True if the item is keyed (latest value wins).
     pub fn is_keyed(&self) -> bool {
         self.key != NO_KEY
     }
+
+    /// Body plus tail length.
+    pub fn size(&self) -> usize {
+        self.len as usize + self.tail.len()
+    }
+}
+
+/// Items taken from the ring, with the arena their bodies live in.
+#[derive(Debug)]
+pub struct Batch<H> {
+    slots: VecDeque<Slot<H>>,
+    arena: Vec<u8>,
+    /// Sequence number of `slots[0]` when taken.
+    first_seq: u64,
+}
+
+impl<H> Default for Batch<H> {
+    fn default() -> Self {
+        Batch {
+            slots: VecDeque::new(),
+            arena: Vec::new(),
+            first_seq: 0,
+        }
+    }
+}
+
+impl<H> Batch<H> {
+    /// The items, in line order.
+    pub fn slots(&self) -> &VecDeque<Slot<H>> {
+        &self.slots
+    }
+
+    /// An item's body.
+    pub fn body(&self, slot: &Slot<H>) -> &[u8] {
+        &self.arena[slot.off as usize..slot.off as usize + slot.len as usize]
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Sequence number just past the last item: once this batch is written,
+    /// everything numbered below it has left the ring.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.slots.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.arena.clear();
+    }
 }
 
 #[derive(Debug)]
-struct KeyState<T> {
-    /// Sequence number of the queued value, if any.
-    pending: Option<u64>,
-    /// The last value handed to the writer and confirmed written, kept for
-    /// state restore after a reconnect.
-    last: Option<(T, usize, u64)>,
+struct Retained<H> {
+    header: H,
+    body: Vec<u8>,
+    tail: Bytes,
+    born: u64,
+}
+
+#[derive(Debug)]
+struct KeyState<H> {
+    /// Bumped each time the id is given to a new key.
+    gen: u32,
+    /// Sequence number of the queued value, valid while that slot is still
+    /// in line and carries this key.
+    pending: u64,
+    /// The last value written, kept for state restore after a reconnect.
+    last: Option<Retained<H>>,
 }
 
 /// Counters kept by the ring. At every moment
 /// `published == sent + coalesced + expired + rejected + dropped + pending`,
-/// where `pending` is queued plus in flight (drained, not yet completed).
+/// where `pending` is queued plus in flight (taken, not yet completed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RingCounters {
     /// Items offered to `push`.
@@ -160,19 +245,21 @@ pub struct RingCounters {
     /// Items dropped by the [`Overflow::DropOldest`] policy or abandoned
     /// ([`Ring::abandon_all`]).
     pub dropped: u64,
-    /// Items drained and not yet completed or requeued.
+    /// Items taken and not yet completed or requeued.
     pub in_flight: u64,
 }
 
 /// The coalescing ring. See the [module documentation](self).
 #[derive(Debug)]
-pub struct Ring<T> {
-    queue: VecDeque<Slot<T>>,
+pub struct Ring<H> {
+    queue: VecDeque<Slot<H>>,
+    arena: Vec<u8>,
     /// Sequence number of `queue[0]`.
     head_seq: u64,
+    /// Live bytes queued (bodies and tails).
     bytes: usize,
     index: HashMap<OwnedKey, u32, FxBuildHasher>,
-    keys: Vec<KeyState<T>>,
+    keys: Vec<KeyState<H>>,
     free_keys: Vec<u32>,
     retained_bytes: usize,
     limits: RingLimits,
@@ -180,14 +267,17 @@ pub struct Ring<T> {
     counters: RingCounters,
 }
 
-impl<T> Ring<T> {
+/// Start of the sequence numbers: high, so that items put back in front of
+/// the line (requeue, restore) never wrap below zero.
+const FIRST_SEQ: u64 = 1 << 62;
+
+impl<H: Copy> Ring<H> {
     /// An empty ring with these limits and overflow policy.
     pub fn new(limits: RingLimits, overflow: Overflow) -> Self {
         Ring {
-            queue: VecDeque::with_capacity(limits.max_items.min(1024)),
-            // Starts high so that restored values (numbered below the head)
-            // never wrap.
-            head_seq: 1 << 62,
+            queue: VecDeque::new(),
+            arena: Vec::new(),
+            head_seq: FIRST_SEQ,
             bytes: 0,
             index: HashMap::with_hasher(FxBuildHasher),
             keys: Vec::new(),
@@ -209,9 +299,15 @@ impl<T> Ring<T> {
         self.queue.is_empty()
     }
 
-    /// Payload bytes queued.
+    /// Live bytes queued.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes the arena holds (live plus overwritten values not yet
+    /// compacted).
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.len()
     }
 
     /// Distinct keys remembered.
@@ -234,88 +330,160 @@ impl<T> Ring<T> {
         self.limits
     }
 
+    /// Sequence number of the first queued item.
+    pub fn head_seq(&self) -> u64 {
+        self.head_seq
+    }
+
+    /// Sequence number the next queued item will get.
+    pub fn tail_seq(&self) -> u64 {
+        self.head_seq + self.queue.len() as u64
+    }
+
     fn fits(&self, extra_items: usize, extra_bytes: usize) -> bool {
         self.queue.len() + extra_items <= self.limits.max_items
             && self.bytes + extra_bytes <= self.limits.max_bytes
     }
 
-    /// Offers an item. `key: None` is an unkeyed (reliable) item.
-    ///
-    /// An item larger than `max_bytes` on its own never fits and is always
-    /// handed back.
+    /// The queue position of key `id`'s pending value, if it has one.
+    #[inline]
+    fn pending_pos(&self, id: u32) -> Option<usize> {
+        let seq = self.keys[id as usize].pending;
+        let pos = seq.checked_sub(self.head_seq)? as usize;
+        (pos < self.queue.len() && self.queue[pos].key == id).then_some(pos)
+    }
+
+    /// Offers an item: `body` is copied into the ring, `tail` is shared.
+    /// `key: None` is an unkeyed (reliable) item. An item larger than
+    /// `max_bytes` never fits.
     pub fn push(
         &mut self,
         key: Option<KeyRef<'_>>,
-        item: T,
-        bytes: usize,
+        header: H,
+        body: &[u8],
+        tail: Bytes,
         born: u64,
         deadline: u64,
-    ) -> Result<Pushed<T>, Full<T>> {
+    ) -> Result<Pushed, Full> {
         self.counters.published += 1;
-        if bytes > self.limits.max_bytes {
+        let size = body.len() + tail.len();
+        if size > self.limits.max_bytes || body.len() > u32::MAX as usize {
             self.counters.rejected += 1;
-            return Err(Full(item));
+            return Err(Full);
         }
-        let Some(key) = key else {
-            if !self.make_room(1, bytes) {
-                self.counters.rejected += 1;
-                return Err(Full(item));
-            }
-            self.enqueue(item, bytes, born, deadline, NO_KEY);
-            return Ok(Pushed::Queued);
-        };
-
-        let existing = self.index.get(&key).copied();
-        if let Some(id) = existing {
-            if let Some(seq) = self.keys[id as usize].pending {
-                let pos = (seq - self.head_seq) as usize;
-                let old_bytes = self.queue[pos].bytes;
-                if bytes > old_bytes && !self.fits(0, bytes - old_bytes) {
-                    // Growing in place would break the byte bound; DropOldest
-                    // must not evict the slot being replaced, so refuse.
-                    self.counters.rejected += 1;
-                    return Err(Full(item));
+        let mut existing = None;
+        if let Some(k) = key {
+            if let Some(&id) = self.index.get(&k) {
+                if let Some(pos) = self.pending_pos(id) {
+                    return self.replace(pos, header, body, tail, born, deadline);
                 }
-                let slot = &mut self.queue[pos];
-                let old = std::mem::replace(&mut slot.item, item);
-                slot.bytes = bytes;
-                slot.born = born;
-                slot.deadline = deadline;
-                self.bytes = self.bytes - old_bytes + bytes;
-                self.counters.coalesced += 1;
-                return Ok(Pushed::Replaced(old));
+                existing = Some(id);
             }
         }
-        if !self.make_room(1, bytes) {
+        if !self.make_room(1, size) {
             self.counters.rejected += 1;
-            return Err(Full(item));
+            return Err(Full);
         }
-        let id = match existing {
-            Some(id) => id,
-            None => match self.intern(key) {
+        let id = match (key, existing) {
+            (None, _) => NO_KEY,
+            (Some(_), Some(id)) => id,
+            (Some(k), None) => match self.intern(k) {
                 Some(id) => id,
                 None => {
                     self.counters.rejected += 1;
-                    return Err(Full(item));
+                    return Err(Full);
                 }
             },
         };
-        let seq = self.enqueue(item, bytes, born, deadline, id);
-        self.keys[id as usize].pending = Some(seq);
+        let seq = self.tail_seq();
+        let off = self.append(body);
+        let gen = if id == NO_KEY {
+            0
+        } else {
+            self.keys[id as usize].gen
+        };
+        self.queue.push_back(Slot {
+            header,
+            off,
+            len: body.len() as u32,
+            tail,
+            born,
+            deadline,
+            key: id,
+            gen,
+        });
+        self.bytes += size;
+        if id != NO_KEY {
+            self.keys[id as usize].pending = seq;
+        }
         Ok(Pushed::Queued)
     }
 
-    fn enqueue(&mut self, item: T, bytes: usize, born: u64, deadline: u64, key: u32) -> u64 {
-        let seq = self.head_seq + self.queue.len() as u64;
-        self.queue.push_back(Slot {
-            item,
-            bytes,
-            born,
-            deadline,
-            key,
-        });
-        self.bytes += bytes;
-        seq
+    /// True if `slot` still belongs to the key its id names now.
+    #[inline]
+    fn owns_key(&self, slot: &Slot<H>) -> bool {
+        slot.key != NO_KEY && self.keys[slot.key as usize].gen == slot.gen
+    }
+
+    fn replace(
+        &mut self,
+        pos: usize,
+        header: H,
+        body: &[u8],
+        tail: Bytes,
+        born: u64,
+        deadline: u64,
+    ) -> Result<Pushed, Full> {
+        let old_size = self.queue[pos].size();
+        let size = body.len() + tail.len();
+        if size > old_size && self.bytes + (size - old_size) > self.limits.max_bytes {
+            // Growing in place would break the byte bound; dropping the
+            // oldest could evict this very slot, so refuse.
+            self.counters.rejected += 1;
+            return Err(Full);
+        }
+        let slot = &self.queue[pos];
+        let (off, len) = (slot.off as usize, slot.len as usize);
+        let off = if len == body.len() {
+            // Same size (a fixed-size pose): overwrite in place.
+            self.arena[off..off + len].copy_from_slice(body);
+            off as u32
+        } else {
+            self.append(body)
+        };
+        let slot = &mut self.queue[pos];
+        slot.header = header;
+        slot.off = off;
+        slot.len = body.len() as u32;
+        slot.tail = tail;
+        slot.born = born;
+        slot.deadline = deadline;
+        self.bytes = self.bytes - old_size + size;
+        self.counters.coalesced += 1;
+        Ok(Pushed::Replaced)
+    }
+
+    /// Appends a body to the arena, compacting it first if overwritten
+    /// values have made it much larger than what is live.
+    fn append(&mut self, body: &[u8]) -> u32 {
+        let live = self.bytes;
+        if self.arena.len() > 2 * live.max(32 << 10) {
+            self.compact();
+        }
+        let off = self.arena.len() as u32;
+        self.arena.extend_from_slice(body);
+        off
+    }
+
+    fn compact(&mut self) {
+        let mut arena = Vec::with_capacity(self.bytes + 4096);
+        for slot in self.queue.iter_mut() {
+            let (off, len) = (slot.off as usize, slot.len as usize);
+            let new_off = arena.len() as u32;
+            arena.extend_from_slice(&self.arena[off..off + len]);
+            slot.off = new_off;
+        }
+        self.arena = arena;
     }
 
     /// Ensures `items`/`bytes` more fit, applying the overflow policy.
@@ -327,22 +495,16 @@ impl<T> Ring<T> {
             return false;
         }
         while !self.fits(items, bytes) {
-            match self.pop_front() {
-                Some(_) => self.counters.dropped += 1,
+            match self.queue.pop_front() {
+                Some(slot) => {
+                    self.head_seq += 1;
+                    self.bytes -= slot.size();
+                    self.counters.dropped += 1;
+                }
                 None => return false,
             }
         }
         true
-    }
-
-    fn pop_front(&mut self) -> Option<Slot<T>> {
-        let slot = self.queue.pop_front()?;
-        self.head_seq += 1;
-        self.bytes -= slot.bytes;
-        if slot.key != NO_KEY {
-            self.keys[slot.key as usize].pending = None;
-        }
-        Some(slot)
     }
 
     fn intern(&mut self, key: KeyRef<'_>) -> Option<u32> {
@@ -356,183 +518,206 @@ impl<T> Ring<T> {
             Some(id) => id,
             None => {
                 self.keys.push(KeyState {
-                    pending: None,
+                    gen: 0,
+                    pending: 0,
                     last: None,
                 });
                 (self.keys.len() - 1) as u32
             }
         };
-        let owned = OwnedKey {
-            etype: key.etype.into(),
-            key: key.key.into(),
-        };
-        self.index.insert(owned, id);
+        let st = &mut self.keys[id as usize];
+        st.gen = st.gen.wrapping_add(1);
+        st.pending = 0;
+        self.index.insert(
+            OwnedKey {
+                etype: key.etype.into(),
+                key: key.key.into(),
+            },
+            id,
+        );
         Some(id)
     }
 
     /// Forgets every key with nothing queued (and its retained value).
     fn forget_idle_keys(&mut self) {
-        let keys = &mut self.keys;
-        let free = &mut self.free_keys;
-        let mut released = 0usize;
-        self.index.retain(|_, id| {
-            let st = &mut keys[*id as usize];
-            if st.pending.is_some() {
-                return true;
+        let idle: Vec<u32> = self
+            .index
+            .values()
+            .copied()
+            .filter(|&id| self.pending_pos(id).is_none())
+            .collect();
+        for id in &idle {
+            if let Some(r) = self.keys[*id as usize].last.take() {
+                self.retained_bytes -= r.body.len() + r.tail.len();
             }
-            if let Some((_, b, _)) = st.last.take() {
-                released += b;
-            }
-            free.push(*id);
-            false
-        });
-        self.retained_bytes -= released;
-    }
-
-    /// Moves up to `max_items` items / about `max_bytes` bytes (at least one
-    /// item when any is queued) from the front of the line into `out`.
-    /// Items whose deadline is before `now` are counted as expired and passed
-    /// to `on_expired` instead. Drained items count as in flight until
-    /// [`Ring::complete`] or [`Ring::requeue`].
-    pub fn drain(
-        &mut self,
-        now: u64,
-        max_items: usize,
-        max_bytes: usize,
-        out: &mut Vec<Slot<T>>,
-        mut on_expired: impl FnMut(T),
-    ) {
-        let mut taken_bytes = 0usize;
-        let mut taken = 0usize;
-        while taken < max_items {
-            let Some(front) = self.queue.front() else {
-                break;
-            };
-            if taken > 0 && taken_bytes + front.bytes > max_bytes {
-                break;
-            }
-            let slot = self.pop_front().expect("front exists");
-            if slot.deadline < now {
-                self.counters.expired += 1;
-                on_expired(slot.item);
-                continue;
-            }
-            taken += 1;
-            taken_bytes += slot.bytes;
-            self.counters.in_flight += 1;
-            out.push(slot);
         }
+        let idle_set: std::collections::HashSet<u32> = idle.iter().copied().collect();
+        self.index.retain(|_, id| !idle_set.contains(id));
+        self.free_keys.extend(idle);
     }
 
-    /// Counts an in-flight item as expired after all (its deadline passed
-    /// between [`Ring::drain`] and the write).
-    pub fn expire_in_flight(&mut self, n: u64) {
-        self.counters.in_flight -= n;
-        self.counters.expired += n;
+    /// Takes everything queued, in O(1): the line and its arena are swapped
+    /// with `batch`, which must be empty (a completed batch is). The items
+    /// count as in flight until [`Ring::complete`] or [`Ring::requeue`].
+    pub fn take_all(&mut self, batch: &mut Batch<H>) {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.queue, &mut batch.slots);
+        std::mem::swap(&mut self.arena, &mut batch.arena);
+        batch.first_seq = self.head_seq;
+        self.head_seq += batch.slots.len() as u64;
+        self.counters.in_flight += batch.slots.len() as u64;
+        self.bytes = 0;
     }
 
-    /// Confirms that drained items were written. Keyed items become their
-    /// key's retained last value (when `retain` is true and the key is still
-    /// known), and the value they displace is passed to `recycle`, as are
-    /// all unkeyed items.
+    /// Confirms that a taken batch was written, except the items whose
+    /// deadline passed before the write (`expired(slot)` says which; they
+    /// count as expired). When `retain` is set, each written keyed item
+    /// becomes its key's last value (for [`Ring::restore`]). The batch is
+    /// emptied, ready for the next [`Ring::take_all`].
     pub fn complete(
         &mut self,
-        batch: impl IntoIterator<Item = Slot<T>>,
+        batch: &mut Batch<H>,
         retain: bool,
-        mut recycle: impl FnMut(T),
+        expired: impl Fn(&Slot<H>) -> bool,
     ) {
-        for slot in batch {
-            self.counters.in_flight -= 1;
-            self.counters.sent += 1;
-            if retain && slot.key != NO_KEY {
+        let n = batch.slots.len() as u64;
+        let mut n_expired = 0;
+        for slot in batch.slots.iter() {
+            if expired(slot) {
+                n_expired += 1;
+                continue;
+            }
+            if retain && self.owns_key(slot) {
+                let body = &batch.arena[slot.off as usize..(slot.off + slot.len) as usize];
                 let st = &mut self.keys[slot.key as usize];
-                self.retained_bytes += slot.bytes;
-                if let Some((old, b, _)) = st.last.replace((slot.item, slot.bytes, slot.born)) {
-                    self.retained_bytes -= b;
-                    recycle(old);
+                let mut r = st.last.take().unwrap_or(Retained {
+                    header: slot.header,
+                    body: Vec::new(),
+                    tail: Bytes::new(),
+                    born: 0,
+                });
+                self.retained_bytes -= r.body.len() + r.tail.len();
+                r.header = slot.header;
+                r.body.clear();
+                r.body.extend_from_slice(body);
+                r.tail = slot.tail.clone();
+                r.born = slot.born;
+                self.retained_bytes += r.body.len() + r.tail.len();
+                st.last = Some(r);
+            }
+        }
+        self.counters.in_flight -= n;
+        self.counters.expired += n_expired;
+        self.counters.sent += n - n_expired;
+        batch.clear();
+    }
+
+    /// Puts a batch that could not be written back at the front of the
+    /// line, in its original order, ahead of anything queued since. A keyed
+    /// item whose key has a newer value queued is counted as coalesced (the
+    /// newer value wins). Requeued items may exceed the bounds briefly: they
+    /// were accepted already and are never dropped for lack of room. The
+    /// batch is emptied.
+    pub fn requeue(&mut self, batch: &mut Batch<H>) {
+        self.counters.in_flight -= batch.slots.len() as u64;
+        let mut line: VecDeque<Slot<H>> =
+            VecDeque::with_capacity(batch.slots.len() + self.queue.len());
+        for mut slot in batch.slots.drain(..) {
+            if self.owns_key(&slot) {
+                if self.pending_pos(slot.key).is_some() {
+                    self.counters.coalesced += 1;
+                    continue;
                 }
             } else {
-                recycle(slot.item);
+                slot.key = NO_KEY;
             }
+            line.push_back(slot);
+        }
+        let front = line.len();
+        let mut arena = std::mem::take(&mut batch.arena);
+        batch.clear();
+        self.append_line(&mut line, &mut arena);
+        self.head_seq -= front as u64;
+        self.install(line, arena);
+    }
+
+    /// Moves the current line to the end of `line`, copying its bodies into
+    /// `arena`.
+    fn append_line(&mut self, line: &mut VecDeque<Slot<H>>, arena: &mut Vec<u8>) {
+        for mut slot in self.queue.drain(..) {
+            let (off, len) = (slot.off as usize, slot.len as usize);
+            slot.off = arena.len() as u32;
+            arena.extend_from_slice(&self.arena[off..off + len]);
+            line.push_back(slot);
         }
     }
 
-    /// Puts drained items that could not be written back at the front of the
-    /// line, in their original order. A keyed item whose key has a newer
-    /// value queued is counted as coalesced (the newer value wins) and passed
-    /// to `recycle`. Requeued items may exceed the bounds briefly: they were
-    /// accepted already and are never dropped for lack of room.
-    pub fn requeue(&mut self, batch: Vec<Slot<T>>, mut recycle: impl FnMut(T)) {
-        for slot in batch.into_iter().rev() {
-            self.counters.in_flight -= 1;
-            if slot.key != NO_KEY && self.keys[slot.key as usize].pending.is_some() {
-                self.counters.coalesced += 1;
-                recycle(slot.item);
-                continue;
-            }
-            self.head_seq -= 1;
-            self.bytes += slot.bytes;
+    /// Installs `line` (over `arena`) as the queue, numbered from
+    /// `head_seq`, and points every queued key at its slot.
+    fn install(&mut self, line: VecDeque<Slot<H>>, arena: Vec<u8>) {
+        self.arena = arena;
+        self.queue = line;
+        self.bytes = self.queue.iter().map(Slot::size).sum();
+        for (i, slot) in self.queue.iter().enumerate() {
             if slot.key != NO_KEY {
-                self.keys[slot.key as usize].pending = Some(self.head_seq);
+                self.keys[slot.key as usize].pending = self.head_seq + i as u64;
             }
-            self.queue.push_front(slot);
         }
     }
 
     /// Prepares the line for a new connection (state restore): the retained
     /// last value of every key that has nothing queued is put at the front
     /// of the line, oldest first, ahead of everything already queued (which
-    /// keeps its order). `clone` copies a retained value. Returns how many
-    /// values were restored; they count as published again.
-    pub fn restore(&mut self, mut clone: impl FnMut(&T) -> T) -> usize {
-        let mut restored: Vec<Slot<T>> = Vec::new();
+    /// keeps its order). Returns how many values were restored; they count
+    /// as published again.
+    pub fn restore(&mut self) -> usize {
+        let mut restored: Vec<(u32, u64)> = Vec::new();
         for &id in self.index.values() {
-            let st = &self.keys[id as usize];
-            if st.pending.is_none() {
-                if let Some((item, bytes, born)) = &st.last {
-                    restored.push(Slot {
-                        item: clone(item),
-                        bytes: *bytes,
-                        born: *born,
-                        deadline: u64::MAX,
-                        key: id,
-                    });
+            if self.pending_pos(id).is_none() {
+                if let Some(r) = &self.keys[id as usize].last {
+                    restored.push((id, r.born));
                 }
             }
         }
-        // Newest first into push_front, so the line starts with the oldest.
-        restored.sort_by_key(|s| std::cmp::Reverse(s.born));
+        if restored.is_empty() {
+            return 0;
+        }
+        restored.sort_by_key(|&(_, born)| born);
         let n = restored.len();
         self.counters.published += n as u64;
-        for slot in restored {
-            self.head_seq -= 1;
-            self.bytes += slot.bytes;
-            self.keys[slot.key as usize].pending = Some(self.head_seq);
-            self.queue.push_front(slot);
+        let mut arena = Vec::with_capacity(self.arena.len() + n * 64);
+        let mut line: VecDeque<Slot<H>> = VecDeque::with_capacity(self.queue.len() + n);
+        for (id, _) in restored {
+            let st = &self.keys[id as usize];
+            let r = st.last.as_ref().expect("retained");
+            let off = arena.len() as u32;
+            arena.extend_from_slice(&r.body);
+            line.push_back(Slot {
+                header: r.header,
+                off,
+                len: r.body.len() as u32,
+                tail: r.tail.clone(),
+                born: r.born,
+                deadline: u64::MAX,
+                key: id,
+                gen: st.gen,
+            });
         }
+        self.append_line(&mut line, &mut arena);
+        self.head_seq -= n as u64;
+        self.install(line, arena);
         n
     }
 
-    /// Sequence number of the first queued item: every item with a lower
-    /// number has left the line.
-    pub fn head_seq(&self) -> u64 {
-        self.head_seq
-    }
-
-    /// Sequence number the next queued item will get.
-    pub fn tail_seq(&self) -> u64 {
-        self.head_seq + self.queue.len() as u64
-    }
-
-    /// Drops everything queued, counting it as dropped (used when the client
-    /// gives up for good). Items are passed to `recycle`.
-    pub fn abandon_all(&mut self, mut recycle: impl FnMut(T)) -> u64 {
-        let mut n = 0;
-        while let Some(slot) = self.pop_front() {
-            self.counters.dropped += 1;
-            n += 1;
-            recycle(slot.item);
-        }
+    /// Drops everything queued, counting it as dropped (the client gave up
+    /// for good). Returns how many items were dropped.
+    pub fn abandon_all(&mut self) -> u64 {
+        let n = self.queue.len() as u64;
+        self.head_seq += n;
+        self.queue.clear();
+        self.arena.clear();
+        self.bytes = 0;
+        self.counters.dropped += n;
         n
     }
 
@@ -548,185 +733,7 @@ impl<T> Ring<T> {
         self.counters.published -= 1;
         self.counters.rejected -= 1;
     }
-
-    /// Counts in-flight items as dropped (their write failed and they will
-    /// not be retried).
-    pub fn drop_in_flight(&mut self, n: u64) {
-        self.counters.in_flight -= n;
-        self.counters.dropped += n;
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ring(max_items: usize, max_bytes: usize) -> Ring<u32> {
-        Ring::new(
-            RingLimits {
-                max_items,
-                max_bytes,
-                max_keys: 16,
-            },
-            Overflow::Reject,
-        )
-    }
-
-    fn k(key: &str) -> Option<KeyRef<'_>> {
-        Some(KeyRef { etype: "E", key })
-    }
-
-    fn drain_all(r: &mut Ring<u32>, now: u64) -> Vec<u32> {
-        let mut out = Vec::new();
-        r.drain(now, usize::MAX, usize::MAX, &mut out, |_| {});
-        let items = out.iter().map(|s| s.item).collect();
-        r.complete(out, true, |_| {});
-        items
-    }
-
-    fn check_identity(r: &Ring<u32>) {
-        let c = r.counters();
-        assert_eq!(
-            c.published,
-            c.sent
-                + c.coalesced
-                + c.expired
-                + c.rejected
-                + c.dropped
-                + c.in_flight
-                + r.len() as u64
-        );
-    }
-
-    #[test]
-    fn keyed_value_replaces_in_place_and_keeps_its_place() {
-        let mut r = ring(10, 100);
-        r.push(k("a"), 1, 1, 0, u64::MAX).unwrap();
-        r.push(None, 2, 1, 0, u64::MAX).unwrap();
-        r.push(k("b"), 3, 1, 0, u64::MAX).unwrap();
-        assert!(matches!(
-            r.push(k("a"), 4, 1, 0, u64::MAX),
-            Ok(Pushed::Replaced(1))
-        ));
-        assert_eq!(drain_all(&mut r, 0), vec![4, 2, 3]);
-        assert_eq!(r.counters().coalesced, 1);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn unkeyed_full_hands_item_back() {
-        let mut r = ring(2, 100);
-        r.push(None, 1, 1, 0, u64::MAX).unwrap();
-        r.push(None, 2, 1, 0, u64::MAX).unwrap();
-        let Err(Full(v)) = r.push(None, 3, 1, 0, u64::MAX) else {
-            panic!("expected Full")
-        };
-        assert_eq!(v, 3);
-        // A pending key can still be updated when full.
-        assert_eq!(r.counters().rejected, 1);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn byte_bound_is_enforced() {
-        let mut r = ring(100, 10);
-        r.push(None, 1, 6, 0, u64::MAX).unwrap();
-        assert!(r.push(None, 2, 5, 0, u64::MAX).is_err());
-        assert!(r.push(None, 3, 11, 0, u64::MAX).is_err());
-        r.push(k("a"), 4, 4, 0, u64::MAX).unwrap();
-        // Growing a keyed value beyond the bound is refused.
-        assert!(r.push(k("a"), 5, 5, 0, u64::MAX).is_err());
-        assert_eq!(r.bytes(), 10);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn expired_values_are_counted_not_returned() {
-        let mut r = ring(10, 100);
-        r.push(k("a"), 1, 1, 0, 5).unwrap();
-        r.push(None, 2, 1, 0, u64::MAX).unwrap();
-        assert_eq!(drain_all(&mut r, 6), vec![2]);
-        assert_eq!(r.counters().expired, 1);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn drop_oldest_policy_counts_drops() {
-        let mut r: Ring<u32> = Ring::new(
-            RingLimits {
-                max_items: 2,
-                max_bytes: 100,
-                max_keys: 4,
-            },
-            Overflow::DropOldest,
-        );
-        for i in 0..5 {
-            r.push(None, i, 1, 0, u64::MAX).unwrap();
-        }
-        assert_eq!(drain_all(&mut r, 0), vec![3, 4]);
-        assert_eq!(r.counters().dropped, 3);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn requeue_puts_batch_back_in_order_and_newer_values_win() {
-        let mut r = ring(10, 100);
-        r.push(k("a"), 1, 1, 0, u64::MAX).unwrap();
-        r.push(None, 2, 1, 0, u64::MAX).unwrap();
-        let mut out = Vec::new();
-        r.drain(0, usize::MAX, usize::MAX, &mut out, |_| {});
-        r.push(k("a"), 3, 1, 0, u64::MAX).unwrap();
-        r.push(None, 4, 1, 0, u64::MAX).unwrap();
-        r.requeue(out, |_| {});
-        assert_eq!(drain_all(&mut r, 0), vec![2, 3, 4]);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn restore_puts_last_values_first() {
-        let mut r = ring(10, 100);
-        r.push(k("a"), 1, 1, 1, u64::MAX).unwrap();
-        r.push(k("b"), 2, 1, 2, u64::MAX).unwrap();
-        assert_eq!(drain_all(&mut r, 0), vec![1, 2]);
-        r.push(None, 7, 1, 3, u64::MAX).unwrap();
-        r.push(k("b"), 5, 1, 4, u64::MAX).unwrap();
-        assert_eq!(r.restore(|v| *v), 1);
-        // a's last value is restored first; b has a newer pending value, so
-        // its old one is not; the queued items keep their order.
-        assert_eq!(drain_all(&mut r, 0), vec![1, 7, 5]);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn idle_keys_are_forgotten_when_the_table_is_full() {
-        let mut r: Ring<u32> = Ring::new(
-            RingLimits {
-                max_items: 100,
-                max_bytes: 1000,
-                max_keys: 2,
-            },
-            Overflow::Reject,
-        );
-        r.push(k("a"), 1, 1, 0, u64::MAX).unwrap();
-        r.push(k("b"), 2, 1, 0, u64::MAX).unwrap();
-        assert!(r.push(k("c"), 3, 1, 0, u64::MAX).is_err());
-        drain_all(&mut r, 0);
-        r.push(k("c"), 3, 1, 0, u64::MAX).unwrap();
-        assert_eq!(r.key_count(), 1);
-        check_identity(&r);
-    }
-
-    #[test]
-    fn drain_respects_budgets_but_takes_at_least_one() {
-        let mut r = ring(10, 1000);
-        for i in 0..5 {
-            r.push(None, i, 100, 0, u64::MAX).unwrap();
-        }
-        let mut out = Vec::new();
-        r.drain(0, 2, usize::MAX, &mut out, |_| {});
-        assert_eq!(out.len(), 2);
-        out.clear();
-        r.drain(0, usize::MAX, 50, &mut out, |_| {});
-        assert_eq!(out.len(), 1);
-    }
-}
+mod tests;

@@ -1,9 +1,10 @@
 //! The sender task: it owns the write half of one connection.
 //!
-//! Each round it takes everything ready from the ring (up to the batch
-//! budget), encodes every event straight into one buffer it owns (msgpack
+//! Each round it takes everything queued from the ring (an O(1) swap under
+//! the lock), encodes every event straight into one buffer it owns (msgpack
 //! envelope, frame header, mask applied in place) and writes that buffer in
-//! one go: many frames, one syscall. It waits only when the ring is empty,
+//! one go: many frames, one syscall (a very large round is written in
+//! chunks of the batch byte budget). It waits only when the ring is empty,
 //! so at low rates each event leaves at once, and at high rates events batch
 //! by themselves (whatever arrives during a write goes out in the next).
 
@@ -16,11 +17,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::clock;
-use crate::codec::{encode_dyn, write_close, write_control, MaskRng, Opcode, Payload};
+use crate::codec::{
+    encode_dyn, write_close, write_control, write_frame, Header, MaskRng, Opcode, Payload,
+};
 use crate::connection::WriteHalf;
 use crate::event::DynEvent;
-use crate::ring::Slot;
-use crate::shared::{recycle, ConnCtx, Outbox, Shared};
+use crate::ring::Batch;
+use crate::shared::{ConnCtx, Outbox, Shared};
 use crate::stats::Counters;
 use crate::Value;
 
@@ -40,23 +43,40 @@ pub(crate) enum SenderExit {
     Cancelled,
 }
 
-/// The batch being written. If the task stops before the write completed,
-/// the batch goes back to the front of the ring (it may have been partly
-/// written: such events can reach the server twice, never zero times).
+/// The batch being written. Once written, it is settled (counted as sent,
+/// keyed values retained) under the same lock that takes the next batch.
+/// If the task stops before the write completed, the batch goes back to the
+/// front of the ring (it may have been partly written: such events can reach
+/// the server twice, never zero times).
 struct InFlight<'a> {
     shared: &'a Shared,
-    batch: Vec<Slot<Payload>>,
+    batch: Batch<Header>,
+    /// Set once the batch is written: the time its deadlines were checked.
+    written_at: Option<u64>,
+}
+
+impl InFlight<'_> {
+    /// Settles a written batch; returns true if there was one.
+    fn settle(&mut self, ob: &mut Outbox) -> bool {
+        let Some(now) = self.written_at.take() else {
+            return false;
+        };
+        let end = self.batch.end_seq();
+        ob.ring
+            .complete(&mut self.batch, true, |s| s.deadline < now);
+        ob.written_through = ob.written_through.max(end);
+        true
+    }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
         let mut ob = self.shared.outbox();
-        let Outbox { ring, pool, .. } = &mut *ob;
-        ring.requeue(batch, |p| recycle(pool, p));
+        if !self.settle(&mut ob) && !self.batch.is_empty() {
+            ob.ring.requeue(&mut self.batch);
+        }
+        drop(ob);
+        self.shared.written.notify_waiters();
     }
 }
 
@@ -102,7 +122,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
     let mut rng = MaskRng::from_os();
     let mut inflight = InFlight {
         shared: &shared,
-        batch: Vec::with_capacity(cfg.batch_max_events.min(16_384)),
+        batch: Batch::default(),
+        written_at: None,
     };
     // Ticks drive pings and keepalive checks; without pings, keepalive is
     // still checked every second.
@@ -114,7 +135,6 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
     };
     let min_round = cfg.max_flush_rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut next_round = Instant::now();
-    let retain = true;
 
     // INIT goes first, before anything queued (PROTOCOL.md §5).
     if let Some(fields) = &cfg.init {
@@ -141,22 +161,15 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             next_round = Instant::now() + min;
         }
 
-        let (pong, close_reply, closing, drained_through) = {
+        let (pong, close_reply, closing, settled) = {
             let mut ob = shared.outbox();
+            let settled = inflight.settle(&mut ob);
             let pong = ob.control.pong.take();
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
-            let Outbox { ring, pool, .. } = &mut *ob;
             if close_reply.is_none() {
-                ring.drain(
-                    clock::now_ns(),
-                    cfg.batch_max_events,
-                    cfg.batch_max_bytes,
-                    &mut inflight.batch,
-                    |p| recycle(pool, p),
-                );
+                ob.ring.take_all(&mut inflight.batch);
             }
-            let drained_through = ring.head_seq();
             if buf.is_empty()
                 && inflight.batch.is_empty()
                 && pong.is_none()
@@ -165,8 +178,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             {
                 ob.sender_idle = true;
             }
-            (pong, close_reply, closing, drained_through)
+            (pong, close_reply, closing, settled)
         };
+        if settled {
+            shared.written.notify_waiters();
+        }
         if !inflight.batch.is_empty() {
             shared.room.notify_waiters();
         }
@@ -219,51 +235,50 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             continue;
         }
 
-        // Encode the batch. Values past their deadline are not written.
+        // Encode the batch; values past their deadline are not written.
+        // A very large round goes out in chunks of the byte budget.
         let now = clock::now_ns();
         clock::resync(now);
-        let mut expired = Vec::new();
-        inflight.batch.retain_mut(|slot| {
+        let mut events = 0u64;
+        let mut bytes = 0u64;
+        let mut writes = 0u64;
+        let batch = &inflight.batch;
+        for slot in batch.slots() {
             if slot.deadline < now {
-                expired.push(std::mem::take(&mut slot.item));
-                return false;
+                continue;
             }
-            true
-        });
-        for slot in &inflight.batch {
-            slot.item.write_frame(&mut buf, rng.next_mask());
-        }
-        if !expired.is_empty() {
-            let mut ob = shared.outbox();
-            ob.ring.expire_in_flight(expired.len() as u64);
-            for p in expired {
-                recycle(&mut ob.pool, p);
+            write_frame(
+                &mut buf,
+                slot.header,
+                batch.body(slot),
+                &slot.tail,
+                rng.next_mask(),
+            );
+            events += 1;
+            if buf.len() >= cfg.batch_max_bytes {
+                if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
+                    return exit;
+                }
+                bytes += buf.len() as u64;
+                writes += 1;
+                buf.clear();
             }
         }
-
-        let events = inflight.batch.len();
-        let bytes = buf.len();
-        if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
-            return exit;
+        if !buf.is_empty() {
+            if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
+                return exit;
+            }
+            bytes += buf.len() as u64;
+            writes += 1;
+            buf.clear();
         }
-        buf.clear();
-        Counters::add(&counters.bytes_sent, bytes as u64);
-        Counters::add(&counters.frames_sent, (events + control_frames) as u64);
-        Counters::add(&counters.flushes, 1);
+        Counters::add(&counters.bytes_sent, bytes);
+        Counters::add(&counters.frames_sent, events + control_frames as u64);
+        Counters::add(&counters.flushes, writes);
         control_frames = 0;
-        {
-            let mut ob = shared.outbox();
-            let Outbox {
-                ring,
-                pool,
-                written_through,
-                ..
-            } = &mut *ob;
-            ring.complete(inflight.batch.drain(..), retain, |p| recycle(pool, p));
-            *written_through = (*written_through).max(drained_through);
-        }
-        shared.written.notify_waiters();
-        tracing::debug!(events, bytes, "batch written");
+        // Settled when the next batch is taken (one lock per round).
+        inflight.written_at = Some(now);
+        tracing::debug!(events, bytes, writes, "batch written");
     }
 }
 

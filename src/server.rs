@@ -56,8 +56,10 @@ pub struct ServerOptions {
     /// position is the event's value (Vuer's remote-control example).
     /// Default: none.
     pub upsert_on: Option<String>,
-    /// Decode and record events. Off: only count frames (a sink for
-    /// throughput benchmarks). Default: true.
+    /// Decode and record events. Off: a counting sink for benchmarks: frame
+    /// headers are parsed straight from large reads and payloads are
+    /// skipped (not unmasked, not decoded), pings answered, close frames
+    /// echoed; only the counters move. Default: true.
     pub decode: bool,
     /// Most events kept in [`LocalServer::received`] (counting goes on).
     /// Default: 100 000.
@@ -560,7 +562,13 @@ async fn run_conn(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<State>) {
 
     tokio::select! {
         _ = conn_cancel.cancelled() => {}
-        _ = read_loop(r, &state, id, &tx) => {}
+        _ = async {
+            if state.opts.decode {
+                read_loop(r, &state, id, &tx).await
+            } else {
+                count_loop(r, &state, &tx).await
+            }
+        } => {}
     }
     conn_cancel.cancel();
     let _ = writer.await;
@@ -721,5 +729,123 @@ async fn read_loop<R: AsyncRead + Unpin>(
             log.push_back(received);
         }
         state.changed.notify_waiters();
+    }
+}
+
+/// The counting sink: parses client frame headers out of 256 KiB reads and
+/// skips payloads, so it costs a few nanoseconds per frame and a benchmark
+/// measures the client, not the server.
+async fn count_loop<R: AsyncRead + Unpin>(
+    mut r: R,
+    state: &Arc<State>,
+    tx: &mpsc::Sender<Command>,
+) {
+    use tokio::io::AsyncReadExt;
+    let c = &state.counters;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut filled = 0usize;
+    // Bytes of the current frame's payload still to skip.
+    let mut skip = 0usize;
+    let mut paused = state.paused.subscribe();
+    loop {
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        let n = match r.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        filled += n;
+        let mut pos = 0usize;
+        let mut frames = 0u64;
+        let mut bytes = 0u64;
+        loop {
+            if skip > 0 {
+                let k = skip.min(filled - pos);
+                skip -= k;
+                pos += k;
+                if skip > 0 {
+                    break;
+                }
+            }
+            let avail = &buf[pos..filled];
+            if avail.len() < 2 {
+                break;
+            }
+            let op = avail[0] & 0x0f;
+            let masked = avail[1] & 0x80 != 0;
+            let (len, hdr) = match avail[1] & 0x7f {
+                126 if avail.len() >= 4 => (u16::from_be_bytes([avail[2], avail[3]]) as usize, 4),
+                127 if avail.len() >= 10 => (
+                    u64::from_be_bytes(avail[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                l => (l as usize, 2),
+            };
+            let hdr = hdr + if masked { 4 } else { 0 };
+            if avail.len() < hdr {
+                break;
+            }
+            if op >= 0x8 {
+                // Control frame: needs its payload (at most 125 bytes).
+                if avail.len() < hdr + len {
+                    break;
+                }
+                let mut payload = avail[hdr..hdr + len].to_vec();
+                if masked {
+                    let m = &avail[hdr - 4..hdr];
+                    for (i, b) in payload.iter_mut().enumerate() {
+                        *b ^= m[i & 3];
+                    }
+                }
+                match op {
+                    0x9 => {
+                        c.pings.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.try_send(Command::Frame(OpCode::Pong, payload.into()));
+                    }
+                    0x8 => {
+                        c.closes.fetch_add(1, Ordering::Relaxed);
+                        let code = if payload.len() >= 2 {
+                            u16::from_be_bytes([payload[0], payload[1]])
+                        } else {
+                            1005
+                        };
+                        state
+                            .close_codes
+                            .lock()
+                            .unwrap()
+                            .push((code, String::new()));
+                        let _ = tx.try_send(Command::Close(
+                            if code == 1005 { 1000 } else { code },
+                            String::new(),
+                        ));
+                        c.frames.fetch_add(frames, Ordering::Relaxed);
+                        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        state.changed.notify_waiters();
+                        return;
+                    }
+                    _ => {}
+                }
+                pos += hdr + len;
+                continue;
+            }
+            if avail[0] & 0x80 != 0 {
+                frames += 1;
+                bytes += len as u64;
+            }
+            pos += hdr;
+            skip = len;
+        }
+        buf.copy_within(pos..filled, 0);
+        filled -= pos;
+        if frames > 0 {
+            c.frames.fetch_add(frames, Ordering::Relaxed);
+            c.events.fetch_add(frames, Ordering::Relaxed);
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            state.changed.notify_waiters();
+        }
     }
 }

@@ -17,21 +17,19 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::codec::Payload;
+use crate::codec::{Header, Payload};
 use crate::config::Config;
 use crate::connection::socket::SocketHandle;
 use crate::error::{Disconnect, EncodeError, PublishError};
 use crate::event::Coalesce;
 use crate::inbound::Inbound;
-use crate::ring::{Full, KeyRef, Pushed, Ring};
+use crate::ring::{KeyRef, Ring};
 use crate::stats::{Counters, Stats};
 use crate::ConnectionState;
 
-/// Recycled payloads kept for reuse (so steady-state publishing does not
-/// allocate).
-const POOL_MAX: usize = 4096;
-/// Payload buffers larger than this are freed instead of pooled.
-const POOL_MAX_CAPACITY: usize = 64 << 10;
+/// A thread's scratch buffer is shrunk back to this after encoding a
+/// larger event, so one big message does not pin memory per thread.
+const SCRATCH_KEEP: usize = 64 << 10;
 
 /// Control frames the sender owes the server.
 #[derive(Debug, Default)]
@@ -44,8 +42,7 @@ pub(crate) struct Control {
 
 /// Everything behind the outbox lock.
 pub(crate) struct Outbox {
-    pub ring: Ring<Payload>,
-    pub pool: Vec<Payload>,
+    pub ring: Ring<Header>,
     /// The sender is waiting for a wake-up (set by it under the lock, so a
     /// publisher that sees it knows a notify is needed).
     pub sender_idle: bool,
@@ -56,14 +53,6 @@ pub(crate) struct Outbox {
     pub terminal: Option<Disconnect>,
     /// Every sequence number below this has been written (or resolved).
     pub written_through: u64,
-}
-
-pub(crate) fn recycle(pool: &mut Vec<Payload>, mut p: Payload) {
-    if pool.len() < POOL_MAX && p.head.capacity() <= POOL_MAX_CAPACITY {
-        p.head.clear();
-        p.tail = Bytes::new();
-        pool.push(p);
-    }
 }
 
 /// Per-connection state shared by that connection's sender and decoder.
@@ -138,7 +127,6 @@ impl Shared {
         Shared {
             outbox: Mutex::new(Outbox {
                 ring,
-                pool: Vec::new(),
                 sender_idle: false,
                 control: Control::default(),
                 closing: false,
@@ -214,23 +202,20 @@ impl Shared {
                 if let Some(reason) = &ob.terminal {
                     return Err(PublishError::Closed(reason.clone()));
                 }
-                let fresh = ob.pool.pop().unwrap_or_default();
-                let item = std::mem::replace(&mut *scratch, fresh);
-                match ob.ring.push(key, item, size, now, deadline) {
-                    Ok(Pushed::Queued) => {}
-                    Ok(Pushed::Replaced(old)) => recycle(&mut ob.pool, old),
-                    Err(Full(item)) => {
-                        // Give the encoded event back to the scratch slot;
-                        // the pooled buffer goes back to the pool.
-                        let fresh = std::mem::replace(&mut *scratch, item);
-                        recycle(&mut ob.pool, fresh);
-                        return Err(PublishError::Full {
-                            queued: ob.ring.len(),
-                            bytes: ob.ring.bytes(),
-                        });
-                    }
+                let tail = std::mem::take(&mut scratch.tail);
+                let pushed =
+                    ob.ring
+                        .push(key, scratch.header(), &scratch.head, tail, now, deadline);
+                if pushed.is_err() {
+                    return Err(PublishError::Full {
+                        queued: ob.ring.len(),
+                        bytes: ob.ring.bytes(),
+                    });
                 }
                 wake = self.poke_sender(&mut ob);
+            }
+            if scratch.head.capacity() > SCRATCH_KEEP {
+                scratch.head = Vec::new();
             }
             if wake {
                 self.wake_sender.notify_one();
@@ -358,8 +343,7 @@ impl Shared {
             if ob.terminal.is_none() {
                 ob.terminal = Some(reason.clone());
             }
-            let Outbox { ring, pool, .. } = &mut *ob;
-            ring.abandon_all(|p| recycle(pool, p))
+            ob.ring.abandon_all()
         };
         if abandoned > 0 {
             tracing::warn!(abandoned, %reason, "client closed with events still queued; counted as dropped");

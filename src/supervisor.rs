@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::Payload;
 use crate::connection::{self, Connection, Target};
 use crate::decoder::{self, DecoderExit};
 use crate::error::Disconnect;
@@ -111,7 +110,7 @@ fn prepare_reconnect(shared: &Shared) {
             written_through,
             ..
         } = &mut *ob;
-        let n = ring.restore(Payload::clone);
+        let n = ring.restore();
         *written_through = (*written_through).min(ring.head_seq());
         if n > 0 {
             tracing::info!(restored = n, "restoring the latest value of each key");

@@ -76,16 +76,20 @@ pub(crate) fn write_header(out: &mut Vec<u8>, opcode: Opcode, len: usize, mask: 
     out.len()
 }
 
-/// Masks `out[start..]` in place.
+/// Masks `out[start..]` in place: 8 bytes at a time (the compiler turns
+/// the loop into vector code), then the few bytes left.
 #[inline]
 pub(crate) fn mask_tail(out: &mut [u8], start: usize, mask: [u8; 4]) {
     let payload = &mut out[start..];
-    if payload.len() <= 16 {
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= mask[i & 3];
-        }
-    } else {
-        fastwebsockets::unmask(payload, mask);
+    let m = u32::from_ne_bytes(mask) as u64;
+    let m64 = m | (m << 32);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes((&*c).try_into().expect("8 bytes")) ^ m64;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i & 3];
     }
 }
 

@@ -29,7 +29,8 @@ use crate::event::{DynEvent, DynValue, Envelope, Event, RawEvent};
 use write::*;
 
 /// An encoded outgoing message, minus its `ts` (written at send time from
-/// `ts_ms`), or a complete pre-encoded message.
+/// `ts_ms`), or a complete pre-encoded message: what `publish` encodes into
+/// (a per-thread scratch buffer) before the ring copies it.
 #[derive(Debug, Clone, Default)]
 pub struct Payload {
     /// `ts` in milliseconds.
@@ -44,45 +45,149 @@ pub struct Payload {
     pub tail: Bytes,
 }
 
-/// `Payload::entries` for a complete pre-encoded message.
+/// What the ring keeps beside an encoded body to write it later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// `ts` in milliseconds.
+    pub ts_ms: u64,
+    /// Map entries in the body and tail, not counting `ts` ([`WHOLE`]: the
+    /// tail is a complete message).
+    pub entries: u32,
+}
+
+/// `entries` for a complete pre-encoded message.
 pub(crate) const WHOLE: u32 = u32::MAX;
 
 const TS_KEY: &[u8] = &[0xa2, b't', b's'];
+const KEY_KEY: &[u8] = &[0xa3, b'k', b'e', b'y'];
+const VALUE_KEY: &[u8] = &[0xa5, b'v', b'a', b'l', b'u', b'e'];
+const ETYPE_KEY: &[u8] = &[0xa5, b'e', b't', b'y', b'p', b'e'];
+
+/// Size of the msgpack message made of `h`, a body and a tail.
+#[inline]
+pub(crate) fn message_len(h: Header, body: usize, tail: usize) -> usize {
+    if h.entries == WHOLE {
+        return tail;
+    }
+    container_header_len(h.entries as usize + 1) + TS_KEY.len() + uint_len(h.ts_ms) + body + tail
+}
+
+/// Appends the msgpack message: `{ts, <body entries>, <tail>}`.
+#[inline]
+pub(crate) fn write_message(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8]) {
+    if h.entries != WHOLE {
+        write_map_len(out, h.entries as usize + 1);
+        out.extend_from_slice(TS_KEY);
+        write_uint(out, h.ts_ms);
+        out.extend_from_slice(body);
+    }
+    out.extend_from_slice(tail);
+}
+
+/// Appends the message as one masked binary frame.
+///
+/// This is the sender's per-event work, so it is written for speed: one
+/// reservation, the frame header, map header and `ts` assembled on the stack
+/// and copied at once, then the body, then the mask applied in place.
+#[inline]
+pub(crate) fn write_frame(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8], mask: [u8; 4]) {
+    let len = message_len(h, body.len(), tail.len());
+    out.reserve(len + 14);
+    if h.entries == WHOLE {
+        let start = write_header(out, Opcode::Binary, len, mask);
+        out.extend_from_slice(tail);
+        mask_tail(out, start, mask);
+        return;
+    }
+    let mut pre = Prefix::default();
+    // Frame header (FIN, binary; masked length) and the mask.
+    if len < 126 {
+        pre.put(&[0x82, 0x80 | len as u8]);
+    } else if len <= u16::MAX as usize {
+        let l = (len as u16).to_be_bytes();
+        pre.put(&[0x82, 0x80 | 126, l[0], l[1]]);
+    } else {
+        let l = (len as u64).to_be_bytes();
+        pre.put(&[
+            0x82,
+            0x80 | 127,
+            l[0],
+            l[1],
+            l[2],
+            l[3],
+            l[4],
+            l[5],
+            l[6],
+            l[7],
+        ]);
+    }
+    pre.put(&mask);
+    let payload_at = pre.len;
+    // Map header, then `ts`.
+    let entries = h.entries as usize + 1;
+    if entries < 16 {
+        pre.put(&[0x80 | entries as u8]);
+    } else if entries <= u16::MAX as usize {
+        let e = (entries as u16).to_be_bytes();
+        pre.put(&[0xde, e[0], e[1]]);
+    } else {
+        let e = (entries as u32).to_be_bytes();
+        pre.put(&[0xdf, e[0], e[1], e[2], e[3]]);
+    }
+    pre.put(TS_KEY);
+    let (ts, ts_len) = uint_bytes(h.ts_ms);
+    pre.put(&ts[..ts_len]);
+    let start = out.len() + payload_at;
+    out.extend_from_slice(&pre.buf[..pre.len]);
+    out.extend_from_slice(body);
+    if !tail.is_empty() {
+        out.extend_from_slice(tail);
+    }
+    debug_assert_eq!(out.len() - start, len);
+    mask_tail(out, start, mask);
+}
+
+/// Up to 32 bytes assembled on the stack.
+#[derive(Default)]
+struct Prefix {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Prefix {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+}
 
 impl Payload {
+    /// The ring header for this payload.
+    #[inline]
+    pub(crate) fn header(&self) -> Header {
+        Header {
+            ts_ms: self.ts_ms,
+            entries: self.entries,
+        }
+    }
+
     /// Size of the msgpack message.
     #[inline]
     pub(crate) fn message_len(&self) -> usize {
-        if self.entries == WHOLE {
-            return self.tail.len();
-        }
-        container_header_len(self.entries as usize + 1)
-            + TS_KEY.len()
-            + uint_len(self.ts_ms)
-            + self.head.len()
-            + self.tail.len()
+        message_len(self.header(), self.head.len(), self.tail.len())
     }
 
     /// Appends the msgpack message.
     #[inline]
     pub(crate) fn write_message(&self, out: &mut Vec<u8>) {
-        if self.entries != WHOLE {
-            write_map_len(out, self.entries as usize + 1);
-            out.extend_from_slice(TS_KEY);
-            write_uint(out, self.ts_ms);
-            out.extend_from_slice(&self.head);
-        }
-        out.extend_from_slice(&self.tail);
+        write_message(out, self.header(), &self.head, &self.tail)
     }
 
     /// Appends the message as one masked binary frame.
     #[inline]
     pub(crate) fn write_frame(&self, out: &mut Vec<u8>, mask: [u8; 4]) {
-        let len = self.message_len();
-        let start = write_header(out, Opcode::Binary, len, mask);
-        self.write_message(out);
-        debug_assert_eq!(out.len() - start, len);
-        mask_tail(out, start, mask);
+        write_frame(out, self.header(), &self.head, &self.tail, mask)
     }
 
     /// The message as a new buffer.
@@ -103,15 +208,16 @@ pub(crate) fn encode_typed<E: Event + ?Sized>(
 ) -> Result<(), EncodeError> {
     out.head.clear();
     out.tail = Bytes::new();
+    out.head.reserve(64);
     let mut entries = 2;
     if let Some(k) = ev.key() {
-        write_str(&mut out.head, "key");
+        out.head.extend_from_slice(KEY_KEY);
         write_str(&mut out.head, k);
         entries += 1;
     }
-    write_str(&mut out.head, "value");
+    out.head.extend_from_slice(VALUE_KEY);
     to_msgpack(&mut out.head, ev, all_f32)?;
-    write_str(&mut out.head, "etype");
+    out.head.extend_from_slice(ETYPE_KEY);
     write_str(&mut out.head, E::ETYPE);
     out.entries = entries;
     Ok(())

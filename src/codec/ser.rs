@@ -51,6 +51,7 @@ impl<'a> Ser<'a> {
         Ok(())
     }
 
+    #[inline]
     fn compound<'s>(&'s mut self, kind: Kind, len: Option<usize>) -> Compound<'s, 'a> {
         let start = self.out.len();
         match (kind, len) {
@@ -88,10 +89,16 @@ pub(crate) struct Compound<'s, 'a> {
 }
 
 impl Compound<'_, '_> {
+    #[inline]
     fn finish(self) -> Result<(), EncodeError> {
         if self.declared == Some(self.count) {
             return Ok(());
         }
+        self.fix_header()
+    }
+
+    #[cold]
+    fn fix_header(self) -> Result<(), EncodeError> {
         // The element count differs from the header written up front (unknown
         // length, or skipped fields): rewrite the header in canonical form.
         let mut header = Vec::with_capacity(5);
@@ -126,26 +133,32 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     type SerializeStruct = Compound<'s, 'a>;
     type SerializeStructVariant = Compound<'s, 'a>;
 
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<(), EncodeError> {
         write_bool(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), EncodeError> {
         write_int(self.out, v as i64);
         Ok(())
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<(), EncodeError> {
         write_int(self.out, v as i64);
         Ok(())
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<(), EncodeError> {
         write_int(self.out, v as i64);
         Ok(())
     }
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), EncodeError> {
         write_int(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_i128(self, v: i128) -> Result<(), EncodeError> {
         if let Ok(i) = i64::try_from(v) {
             write_int(self.out, i);
@@ -158,63 +171,78 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
         }
         Ok(())
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), EncodeError> {
         write_uint(self.out, v as u64);
         Ok(())
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<(), EncodeError> {
         write_uint(self.out, v as u64);
         Ok(())
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<(), EncodeError> {
         write_uint(self.out, v as u64);
         Ok(())
     }
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<(), EncodeError> {
         write_uint(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_u128(self, v: u128) -> Result<(), EncodeError> {
         let u = u64::try_from(v)
             .map_err(|_| EncodeError::Custom(format!("integer {v} does not fit in msgpack")))?;
         write_uint(self.out, u);
         Ok(())
     }
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<(), EncodeError> {
         write_f32(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<(), EncodeError> {
         self.f64(v)
     }
+    #[inline]
     fn serialize_char(self, v: char) -> Result<(), EncodeError> {
         let mut buf = [0u8; 4];
         write_str(self.out, v.encode_utf8(&mut buf));
         Ok(())
     }
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
         write_str(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<(), EncodeError> {
         write_bin(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_none(self) -> Result<(), EncodeError> {
         write_nil(self.out);
         Ok(())
     }
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
         value.serialize(self)
     }
+    #[inline]
     fn serialize_unit(self) -> Result<(), EncodeError> {
         write_nil(self.out);
         Ok(())
     }
+    #[inline]
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), EncodeError> {
         write_nil(self.out);
         Ok(())
     }
+    #[inline]
     fn serialize_unit_variant(
         self,
         _name: &'static str,
@@ -224,6 +252,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
         write_str(self.out, variant);
         Ok(())
     }
+    #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -231,6 +260,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     ) -> Result<(), EncodeError> {
         value.serialize(self)
     }
+    #[inline]
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -241,12 +271,15 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
         Compound::variant_prefix(self, variant);
         value.serialize(self)
     }
+    #[inline]
     fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'s, 'a>, EncodeError> {
         Ok(self.compound(Kind::Array, len))
     }
+    #[inline]
     fn serialize_tuple(self, len: usize) -> Result<Compound<'s, 'a>, EncodeError> {
         Ok(self.compound(Kind::Array, Some(len)))
     }
+    #[inline]
     fn serialize_tuple_struct(
         self,
         _name: &'static str,
@@ -254,6 +287,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     ) -> Result<Compound<'s, 'a>, EncodeError> {
         Ok(self.compound(Kind::Array, Some(len)))
     }
+    #[inline]
     fn serialize_tuple_variant(
         self,
         _name: &'static str,
@@ -264,9 +298,11 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
         Compound::variant_prefix(self, variant);
         Ok(self.compound(Kind::Array, Some(len)))
     }
+    #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Compound<'s, 'a>, EncodeError> {
         Ok(self.compound(Kind::Map, len))
     }
+    #[inline]
     fn serialize_struct(
         self,
         _name: &'static str,
@@ -274,6 +310,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     ) -> Result<Compound<'s, 'a>, EncodeError> {
         Ok(self.compound(Kind::Map, Some(len)))
     }
+    #[inline]
     fn serialize_struct_variant(
         self,
         _name: &'static str,
@@ -284,6 +321,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
         Compound::variant_prefix(self, variant);
         Ok(self.compound(Kind::Map, Some(len)))
     }
+    #[inline]
     fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
         write_str(self.out, &value.to_string());
         Ok(())
@@ -295,6 +333,7 @@ macro_rules! seq_impl {
         impl ser::$trait for Compound<'_, '_> {
             type Ok = ();
             type Error = EncodeError;
+            #[inline]
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
                 self.count += 1;
                 value.serialize(&mut *self.ser)
@@ -313,15 +352,18 @@ seq_impl!(SerializeTupleVariant, serialize_field);
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
     type Error = EncodeError;
+    #[inline]
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), EncodeError> {
         self.count += 1;
         key.serialize(KeySer {
             out: &mut *self.ser.out,
         })
     }
+    #[inline]
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
         value.serialize(&mut *self.ser)
     }
+    #[inline]
     fn end(self) -> Result<(), EncodeError> {
         self.finish()
     }
@@ -332,6 +374,7 @@ macro_rules! struct_impl {
         impl ser::$trait for Compound<'_, '_> {
             type Ok = ();
             type Error = EncodeError;
+            #[inline]
             fn serialize_field<T: Serialize + ?Sized>(
                 &mut self,
                 key: &'static str,
@@ -371,15 +414,18 @@ impl ser::Serializer for KeySer<'_> {
     type SerializeStruct = ser::Impossible<(), EncodeError>;
     type SerializeStructVariant = ser::Impossible<(), EncodeError>;
 
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
         write_str(self.out, v);
         Ok(())
     }
+    #[inline]
     fn serialize_char(self, v: char) -> Result<(), EncodeError> {
         let mut buf = [0u8; 4];
         write_str(self.out, v.encode_utf8(&mut buf));
         Ok(())
     }
+    #[inline]
     fn serialize_unit_variant(
         self,
         _: &'static str,
@@ -389,6 +435,7 @@ impl ser::Serializer for KeySer<'_> {
         write_str(self.out, variant);
         Ok(())
     }
+    #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -396,58 +443,76 @@ impl ser::Serializer for KeySer<'_> {
     ) -> Result<(), EncodeError> {
         value.serialize(self)
     }
+    #[inline]
     fn collect_str<T: std::fmt::Display + ?Sized>(self, value: &T) -> Result<(), EncodeError> {
         write_str(self.out, &value.to_string());
         Ok(())
     }
+    #[inline]
     fn serialize_bool(self, _: bool) -> Result<(), EncodeError> {
         non_string_key("bool")
     }
+    #[inline]
     fn serialize_i8(self, _: i8) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_i16(self, _: i16) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_i32(self, _: i32) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_i64(self, _: i64) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_u8(self, _: u8) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_u16(self, _: u16) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_u32(self, _: u32) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_u64(self, _: u64) -> Result<(), EncodeError> {
         non_string_key("integer")
     }
+    #[inline]
     fn serialize_f32(self, _: f32) -> Result<(), EncodeError> {
         non_string_key("float")
     }
+    #[inline]
     fn serialize_f64(self, _: f64) -> Result<(), EncodeError> {
         non_string_key("float")
     }
+    #[inline]
     fn serialize_bytes(self, _: &[u8]) -> Result<(), EncodeError> {
         non_string_key("bytes")
     }
+    #[inline]
     fn serialize_none(self) -> Result<(), EncodeError> {
         non_string_key("nil")
     }
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), EncodeError> {
         non_string_key("option")
     }
+    #[inline]
     fn serialize_unit(self) -> Result<(), EncodeError> {
         non_string_key("nil")
     }
+    #[inline]
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), EncodeError> {
         non_string_key("nil")
     }
+    #[inline]
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -457,12 +522,15 @@ impl ser::Serializer for KeySer<'_> {
     ) -> Result<(), EncodeError> {
         non_string_key("enum")
     }
+    #[inline]
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, EncodeError> {
         non_string_key("array")
     }
+    #[inline]
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, EncodeError> {
         non_string_key("array")
     }
+    #[inline]
     fn serialize_tuple_struct(
         self,
         _: &'static str,
@@ -470,6 +538,7 @@ impl ser::Serializer for KeySer<'_> {
     ) -> Result<Self::SerializeTupleStruct, EncodeError> {
         non_string_key("array")
     }
+    #[inline]
     fn serialize_tuple_variant(
         self,
         _: &'static str,
@@ -479,9 +548,11 @@ impl ser::Serializer for KeySer<'_> {
     ) -> Result<Self::SerializeTupleVariant, EncodeError> {
         non_string_key("enum")
     }
+    #[inline]
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, EncodeError> {
         non_string_key("map")
     }
+    #[inline]
     fn serialize_struct(
         self,
         _: &'static str,
@@ -489,6 +560,7 @@ impl ser::Serializer for KeySer<'_> {
     ) -> Result<Self::SerializeStruct, EncodeError> {
         non_string_key("map")
     }
+    #[inline]
     fn serialize_struct_variant(
         self,
         _: &'static str,

@@ -20,19 +20,20 @@ pub(crate) fn write_bool(out: &mut Vec<u8>, v: bool) {
 /// Non-negative integers: positive fixint, uint8/16/32/64.
 #[inline]
 pub(crate) fn write_uint(out: &mut Vec<u8>, v: u64) {
+    // Each form is written with one fixed-size copy (no per-byte pushes).
     if v < 128 {
         out.push(v as u8);
     } else if v <= u8::MAX as u64 {
         out.extend_from_slice(&[0xcc, v as u8]);
     } else if v <= u16::MAX as u64 {
-        out.push(0xcd);
-        out.extend_from_slice(&(v as u16).to_be_bytes());
+        let b = (v as u16).to_be_bytes();
+        out.extend_from_slice(&[0xcd, b[0], b[1]]);
     } else if v <= u32::MAX as u64 {
-        out.push(0xce);
-        out.extend_from_slice(&(v as u32).to_be_bytes());
+        let b = (v as u32).to_be_bytes();
+        out.extend_from_slice(&[0xce, b[0], b[1], b[2], b[3]]);
     } else {
-        out.push(0xcf);
-        out.extend_from_slice(&v.to_be_bytes());
+        let b = v.to_be_bytes();
+        out.extend_from_slice(&[0xcf, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
     }
 }
 
@@ -58,6 +59,32 @@ pub(crate) fn write_int(out: &mut Vec<u8>, v: i64) {
     }
 }
 
+/// The encoding of a non-negative integer, on the stack.
+#[inline]
+pub(crate) fn uint_bytes(v: u64) -> ([u8; 9], usize) {
+    let mut b = [0u8; 9];
+    let n = if v < 128 {
+        b[0] = v as u8;
+        1
+    } else if v <= u8::MAX as u64 {
+        b[..2].copy_from_slice(&[0xcc, v as u8]);
+        2
+    } else if v <= u16::MAX as u64 {
+        b[0] = 0xcd;
+        b[1..3].copy_from_slice(&(v as u16).to_be_bytes());
+        3
+    } else if v <= u32::MAX as u64 {
+        b[0] = 0xce;
+        b[1..5].copy_from_slice(&(v as u32).to_be_bytes());
+        5
+    } else {
+        b[0] = 0xcf;
+        b[1..9].copy_from_slice(&v.to_be_bytes());
+        9
+    };
+    (b, n)
+}
+
 /// Size in bytes of the encoding of a non-negative integer.
 #[inline]
 pub(crate) fn uint_len(v: u64) -> usize {
@@ -76,14 +103,14 @@ pub(crate) fn uint_len(v: u64) -> usize {
 
 #[inline]
 pub(crate) fn write_f32(out: &mut Vec<u8>, v: f32) {
-    out.push(0xca);
-    out.extend_from_slice(&v.to_bits().to_be_bytes());
+    let b = v.to_bits().to_be_bytes();
+    out.extend_from_slice(&[0xca, b[0], b[1], b[2], b[3]]);
 }
 
 #[inline]
 pub(crate) fn write_f64(out: &mut Vec<u8>, v: f64) {
-    out.push(0xcb);
-    out.extend_from_slice(&v.to_bits().to_be_bytes());
+    let b = v.to_bits().to_be_bytes();
+    out.extend_from_slice(&[0xcb, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
 }
 
 #[inline]

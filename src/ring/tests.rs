@@ -1,0 +1,361 @@
+//! Ring unit tests, and a property test against a simple model.
+
+use super::*;
+use proptest::prelude::*;
+
+fn ring(max_items: usize, max_bytes: usize) -> Ring<u32> {
+    Ring::new(
+        RingLimits {
+            max_items,
+            max_bytes,
+            max_keys: 16,
+        },
+        Overflow::Reject,
+    )
+}
+
+fn k(key: &str) -> Option<KeyRef<'_>> {
+    Some(KeyRef { etype: "E", key })
+}
+
+/// Pushes value `v` with a body of `size` bytes (the value first).
+fn push(
+    r: &mut Ring<u32>,
+    key: Option<KeyRef<'_>>,
+    v: u32,
+    size: usize,
+    deadline: u64,
+) -> Result<Pushed, Full> {
+    let mut body = v.to_le_bytes().to_vec();
+    body.resize(size.max(4), 0xaa);
+    r.push(key, v, &body, Bytes::new(), v as u64, deadline)
+}
+
+fn values(b: &Batch<u32>) -> Vec<u32> {
+    b.slots()
+        .iter()
+        .map(|s| {
+            let v = u32::from_le_bytes(b.body(s)[..4].try_into().unwrap());
+            assert_eq!(v, s.header, "body and header disagree");
+            v
+        })
+        .collect()
+}
+
+/// Takes, checks deadlines at `now`, completes; returns the values written.
+fn deliver(r: &mut Ring<u32>, now: u64) -> Vec<u32> {
+    let mut b = Batch::default();
+    r.take_all(&mut b);
+    let written: Vec<u32> = b
+        .slots()
+        .iter()
+        .filter(|s| s.deadline >= now)
+        .map(|s| s.header)
+        .collect();
+    assert_eq!(
+        values(&b)
+            .into_iter()
+            .filter(|v| written.contains(v))
+            .collect::<Vec<_>>(),
+        written
+    );
+    r.complete(&mut b, true, |s| s.deadline < now);
+    written
+}
+
+fn check_identity(r: &Ring<u32>) {
+    let c = r.counters();
+    assert_eq!(
+        c.published,
+        c.sent + c.coalesced + c.expired + c.rejected + c.dropped + c.in_flight + r.len() as u64,
+        "{c:?} queued {}",
+        r.len()
+    );
+}
+
+#[test]
+fn keyed_value_replaces_in_place_and_keeps_its_place() {
+    let mut r = ring(10, 100);
+    push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
+    push(&mut r, None, 2, 4, u64::MAX).unwrap();
+    push(&mut r, k("b"), 3, 4, u64::MAX).unwrap();
+    assert_eq!(push(&mut r, k("a"), 4, 4, u64::MAX), Ok(Pushed::Replaced));
+    // A different size is appended, not overwritten.
+    assert_eq!(push(&mut r, k("b"), 5, 9, u64::MAX), Ok(Pushed::Replaced));
+    assert_eq!(deliver(&mut r, 0), vec![4, 2, 5]);
+    assert_eq!(r.counters().coalesced, 2);
+    check_identity(&r);
+}
+
+#[test]
+fn unkeyed_full_is_refused() {
+    let mut r = ring(2, 100);
+    push(&mut r, None, 1, 4, u64::MAX).unwrap();
+    push(&mut r, k("a"), 2, 4, u64::MAX).unwrap();
+    assert_eq!(push(&mut r, None, 3, 4, u64::MAX), Err(Full));
+    // A pending key can still be updated when full.
+    assert_eq!(push(&mut r, k("a"), 4, 4, u64::MAX), Ok(Pushed::Replaced));
+    assert_eq!(r.counters().rejected, 1);
+    check_identity(&r);
+}
+
+#[test]
+fn byte_bound_is_enforced() {
+    let mut r = ring(100, 10);
+    push(&mut r, None, 1, 6, u64::MAX).unwrap();
+    assert_eq!(push(&mut r, None, 2, 5, u64::MAX), Err(Full));
+    assert_eq!(push(&mut r, None, 3, 11, u64::MAX), Err(Full));
+    push(&mut r, k("a"), 4, 4, u64::MAX).unwrap();
+    // Growing a keyed value beyond the bound is refused.
+    assert_eq!(push(&mut r, k("a"), 5, 5, u64::MAX), Err(Full));
+    assert_eq!(r.bytes(), 10);
+    check_identity(&r);
+}
+
+#[test]
+fn expired_values_are_counted_not_written() {
+    let mut r = ring(10, 100);
+    push(&mut r, k("a"), 1, 4, 5).unwrap();
+    push(&mut r, None, 2, 4, u64::MAX).unwrap();
+    assert_eq!(deliver(&mut r, 6), vec![2]);
+    assert_eq!(r.counters().expired, 1);
+    check_identity(&r);
+}
+
+#[test]
+fn drop_oldest_policy_counts_drops() {
+    let mut r: Ring<u32> = Ring::new(
+        RingLimits {
+            max_items: 2,
+            max_bytes: 100,
+            max_keys: 4,
+        },
+        Overflow::DropOldest,
+    );
+    for i in 0..5 {
+        push(&mut r, None, i, 4, u64::MAX).unwrap();
+    }
+    assert_eq!(deliver(&mut r, 0), vec![3, 4]);
+    assert_eq!(r.counters().dropped, 3);
+    check_identity(&r);
+}
+
+#[test]
+fn requeue_puts_the_batch_back_in_front_and_newer_values_win() {
+    let mut r = ring(10, 100);
+    push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
+    push(&mut r, None, 2, 4, u64::MAX).unwrap();
+    push(&mut r, k("c"), 3, 4, u64::MAX).unwrap();
+    let mut b = Batch::default();
+    r.take_all(&mut b);
+    push(&mut r, k("a"), 4, 4, u64::MAX).unwrap();
+    push(&mut r, None, 5, 4, u64::MAX).unwrap();
+    r.requeue(&mut b);
+    assert!(b.is_empty());
+    // c's value can still be coalesced after the requeue.
+    assert_eq!(push(&mut r, k("c"), 6, 4, u64::MAX), Ok(Pushed::Replaced));
+    assert_eq!(deliver(&mut r, 0), vec![2, 6, 4, 5]);
+    check_identity(&r);
+}
+
+#[test]
+fn take_all_is_a_swap_and_keys_find_no_stale_slot() {
+    let mut r = ring(10, 100);
+    push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
+    let mut b = Batch::default();
+    r.take_all(&mut b);
+    assert_eq!(r.len(), 0);
+    // The key's old slot left with the batch: a new value is queued anew.
+    assert_eq!(push(&mut r, k("a"), 2, 4, u64::MAX), Ok(Pushed::Queued));
+    assert_eq!(values(&b), vec![1]);
+    r.complete(&mut b, true, |_| false);
+    assert_eq!(deliver(&mut r, 0), vec![2]);
+    check_identity(&r);
+}
+
+#[test]
+fn restore_puts_last_values_first() {
+    let mut r = ring(10, 100);
+    push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
+    push(&mut r, k("b"), 2, 4, u64::MAX).unwrap();
+    assert_eq!(deliver(&mut r, 0), vec![1, 2]);
+    push(&mut r, None, 7, 4, u64::MAX).unwrap();
+    push(&mut r, k("b"), 5, 4, u64::MAX).unwrap();
+    assert_eq!(r.restore(), 1);
+    // a's last value comes first; b has a newer pending value, so its old
+    // one is not restored; the queued items keep their order.
+    assert_eq!(deliver(&mut r, 0), vec![1, 7, 5]);
+    check_identity(&r);
+}
+
+#[test]
+fn idle_keys_are_forgotten_when_the_table_is_full() {
+    let mut r: Ring<u32> = Ring::new(
+        RingLimits {
+            max_items: 100,
+            max_bytes: 1000,
+            max_keys: 2,
+        },
+        Overflow::Reject,
+    );
+    push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
+    push(&mut r, k("b"), 2, 4, u64::MAX).unwrap();
+    assert_eq!(push(&mut r, k("c"), 3, 4, u64::MAX), Err(Full));
+    // In flight, a and b no longer block their ids...
+    let mut b = Batch::default();
+    r.take_all(&mut b);
+    push(&mut r, k("c"), 3, 4, u64::MAX).unwrap();
+    assert_eq!(r.key_count(), 1);
+    // ...and their in-flight values are not retained under c's reused id.
+    r.complete(&mut b, true, |_| false);
+    assert_eq!(deliver(&mut r, 0), vec![3]);
+    assert_eq!(r.restore(), 1);
+    assert_eq!(deliver(&mut r, 0), vec![3]);
+    check_identity(&r);
+}
+
+#[test]
+fn overwritten_values_are_compacted() {
+    let mut r = ring(10, 1 << 20);
+    for i in 0..100_000u32 {
+        // Alternating sizes defeat the in-place overwrite.
+        push(&mut r, k("a"), i, 4 + (i % 2) as usize, u64::MAX).unwrap();
+    }
+    assert!(r.arena_bytes() < 200 << 10, "arena {}", r.arena_bytes());
+    assert_eq!(deliver(&mut r, 0), vec![99_999]);
+}
+
+/// An operation on the ring.
+#[derive(Debug, Clone)]
+enum Op {
+    Push {
+        key: Option<u8>,
+        size: usize,
+        ttl: Option<u8>,
+    },
+    Deliver {
+        now: u8,
+    },
+    FailWrite,
+    Restore,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (proptest::option::of(0u8..4), 4usize..24, proptest::option::of(0u8..8))
+            .prop_map(|(key, size, ttl)| Op::Push { key, size, ttl }),
+        2 => (0u8..8).prop_map(|now| Op::Deliver { now }),
+        1 => Just(Op::FailWrite),
+        1 => Just(Op::Restore),
+    ]
+}
+
+/// The model: a plain list, latest value per key in place, FIFO otherwise.
+#[derive(Default)]
+struct Model {
+    line: Vec<(Option<u8>, u32, usize, u64)>, // key, value, size, deadline
+    last: std::collections::HashMap<u8, (u32, usize)>,
+    delivered: Vec<u32>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("RING_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512)
+    ))]
+
+    /// The ring behaves like the model: latest value per key in place, FIFO
+    /// for reliable items, nothing lost that was not superseded, expired or
+    /// refused, and the counters always add up.
+    #[test]
+    fn ring_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let (max_items, max_bytes) = (6, 80);
+        let mut r = ring(max_items, max_bytes);
+        let mut m = Model::default();
+        let mut clock = 0u64;
+        let mut next = 0u32;
+        for op in ops {
+            match op {
+                Op::Push { key, size, ttl } => {
+                    clock += 1;
+                    let v = next;
+                    next += 1;
+                    let deadline = ttl.map_or(u64::MAX, |t| clock + t as u64);
+                    let name = key.map(|k| k.to_string());
+                    let got = r.push(
+                        name.as_deref().map(|n| KeyRef { etype: "E", key: n }),
+                        v,
+                        &{ let mut b = v.to_le_bytes().to_vec(); b.resize(size, 0); b },
+                        Bytes::new(),
+                        clock,
+                        deadline,
+                    );
+                    let bytes: usize = m.line.iter().map(|x| x.2).sum();
+                    let pending = key.and_then(|k| m.line.iter().position(|x| x.0 == Some(k)));
+                    let want = match pending {
+                        Some(pos) => {
+                            let old = m.line[pos].2;
+                            if size > old && bytes - old + size > max_bytes {
+                                Err(Full)
+                            } else {
+                                m.line[pos] = (key, v, size, deadline);
+                                Ok(Pushed::Replaced)
+                            }
+                        }
+                        None if m.line.len() < max_items && bytes + size <= max_bytes => {
+                            m.line.push((key, v, size, deadline));
+                            Ok(Pushed::Queued)
+                        }
+                        None => Err(Full),
+                    };
+                    prop_assert_eq!(got, want);
+                }
+                Op::Deliver { now } => {
+                    let now = clock.saturating_sub(now as u64);
+                    let got = deliver(&mut r, now);
+                    let mut want = Vec::new();
+                    for (key, v, size, deadline) in m.line.drain(..) {
+                        if deadline >= now {
+                            want.push(v);
+                            if let Some(k) = key {
+                                m.last.insert(k, (v, size));
+                            }
+                        }
+                    }
+                    prop_assert_eq!(&got, &want);
+                    m.delivered.extend(want);
+                }
+                Op::FailWrite => {
+                    // Taken, the write fails, the batch goes back in front;
+                    // items published meanwhile: none in this model step.
+                    let mut b = Batch::default();
+                    r.take_all(&mut b);
+                    prop_assert_eq!(values(&b), m.line.iter().map(|x| x.1).collect::<Vec<_>>());
+                    r.requeue(&mut b);
+                }
+                Op::Restore => {
+                    let mut restore: Vec<(u8, u32, usize)> = m
+                        .last
+                        .iter()
+                        .filter(|(k, _)| !m.line.iter().any(|x| x.0 == Some(**k)))
+                        .map(|(k, (v, s))| (*k, *v, *s))
+                        .collect();
+                    // Oldest first: values are numbered in publish order.
+                    restore.sort_by_key(|x| x.1);
+                    let n = r.restore();
+                    prop_assert_eq!(n, restore.len());
+                    let mut line: Vec<_> = restore.into_iter().map(|(k, v, s)| (Some(k), v, s, u64::MAX)).collect();
+                    line.append(&mut m.line);
+                    m.line = line;
+                }
+            }
+            check_identity(&r);
+            prop_assert_eq!(r.len(), m.line.len());
+            prop_assert_eq!(r.bytes(), m.line.iter().map(|x| x.2).sum::<usize>());
+        }
+        // Everything left is delivered, in model order.
+        let got = deliver(&mut r, 0);
+        let want: Vec<u32> = m.line.iter().map(|x| x.1).collect();
+        prop_assert_eq!(got, want);
+        check_identity(&r);
+    }
+}
