@@ -9,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use crate::connection::socket::SocketOptions;
 use crate::error::ConnectError;
 use crate::ring::{Overflow, RingLimits};
-use crate::{Reconnect, Value, VuerClient};
+use crate::{Pacing, Reconnect, Value, VuerClient};
 
 /// Default server URI, as in the Python client.
 pub const DEFAULT_URI: &str = "ws://localhost:8012";
@@ -81,6 +81,7 @@ pub(crate) struct Config {
     pub reconnect: Option<Reconnect>,
     pub restore_state: bool,
     pub retry_first_connect: bool,
+    pub pacing: Option<Pacing>,
 }
 
 impl Default for Config {
@@ -118,6 +119,7 @@ impl Default for Config {
             reconnect: Some(Reconnect::default()),
             restore_state: true,
             retry_first_connect: false,
+            pacing: Some(Pacing::default()),
         }
     }
 }
@@ -431,6 +433,18 @@ impl ClientBuilder {
     /// [`retry_first_connect`](Self::retry_first_connect)).
     pub fn reconnect(mut self, policy: Option<Reconnect>) -> Self {
         self.config.reconnect = policy;
+        self
+    }
+
+    /// Paces the sender to the server's reading, so that while the server
+    /// or the link is slow, values wait in the ring (where keyed values
+    /// coalesce) instead of in socket buffers (where they age): see
+    /// [`Pacing`]. Default: [`Pacing::default()`] (at most 50 ms of data
+    /// unconfirmed at the server's measured read rate). `None` turns it off:
+    /// then a slow server's buffers fill with old values, and ages grow with
+    /// the length of the run.
+    pub fn pacing(mut self, pacing: Option<Pacing>) -> Self {
+        self.config.pacing = pacing;
         self
     }
 

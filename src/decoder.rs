@@ -133,9 +133,13 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
             }
             OpCode::Pong => {
                 Counters::add(&shared.counters.pongs_received, 1);
-                if let Ok(ts) = <[u8; 8]>::try_from(&frame.payload[..]) {
-                    let rtt_ns = clock::now_ns().saturating_sub(u64::from_be_bytes(ts));
-                    tracing::trace!(rtt_us = rtt_ns / 1000, "pong");
+                // Our pings carry (sent time, byte offset): the pong says
+                // the server has read everything up to that offset.
+                if let Some((sent_ns, offset)) = crate::pacing::parse_probe(&frame.payload) {
+                    let rtt_ns = clock::now_ns().saturating_sub(sent_ns);
+                    shared.counters.rtt_ns.store(rtt_ns, Ordering::Relaxed);
+                    ctx.acked_offset.fetch_max(offset, Ordering::Relaxed);
+                    ctx.pong.notify_one();
                 }
                 None
             }

@@ -98,6 +98,7 @@ mod decoder;
 mod error;
 mod event;
 mod inbound;
+mod pacing;
 pub mod ring;
 mod sender;
 pub mod server;
@@ -114,6 +115,7 @@ pub use config::{
 pub use connection::socket::{SocketOptions, TcpInfo};
 pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
+pub use pacing::Pacing;
 pub use ring::Overflow;
 pub use stats::Stats;
 pub use supervisor::Reconnect;

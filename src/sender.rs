@@ -9,7 +9,7 @@
 //! by themselves (whatever arrives during a write goes out in the next).
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::codec::{
 };
 use crate::connection::WriteHalf;
 use crate::event::DynEvent;
+use crate::pacing::{Decision, Pacer};
 use crate::ring::Batch;
 use crate::shared::{ConnCtx, Outbox, Shared};
 use crate::stats::Counters;
@@ -114,6 +115,71 @@ fn ticker(every: Duration) -> Interval {
     t
 }
 
+/// Age of written values over the last second, published to the stats.
+struct Telemetry {
+    ages: hdrhistogram::Histogram<u64>,
+    since_ns: u64,
+    holds: u64,
+    hold_ns: u64,
+}
+
+impl Telemetry {
+    fn new(now_ns: u64) -> Self {
+        Telemetry {
+            // Microseconds, up to an hour, two significant digits.
+            ages: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                .expect("valid bounds"),
+            since_ns: now_ns,
+            holds: 0,
+            hold_ns: 0,
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, age_ns: u64) {
+        self.ages.saturating_record((age_ns / 1000).max(1));
+    }
+
+    /// Once a second: publishes the window to the stats and to tracing.
+    fn maybe_publish(&mut self, now_ns: u64, pacer: &Pacer, ctx: &ConnCtx, c: &Counters) {
+        if now_ns.saturating_sub(self.since_ns) < 1_000_000_000 {
+            return;
+        }
+        let q = |p: f64| self.ages.value_at_quantile(p) * 1000;
+        let (p50, p99, max) = if self.ages.is_empty() {
+            (0, 0, 0)
+        } else {
+            (q(0.5), q(0.99), self.ages.max() * 1000)
+        };
+        c.age_p50_ns.store(p50, Relaxed);
+        c.age_p99_ns.store(p99, Relaxed);
+        c.age_max_ns.store(max, Relaxed);
+        c.pipe_bytes.store(pacer.in_pipe(), Relaxed);
+        let queued = ctx.socket.outq().unwrap_or(0) as u64;
+        c.kernel_queued.store(queued, Relaxed);
+        c.read_rate_bits
+            .store(pacer.rate_bytes_per_sec().to_bits(), Relaxed);
+        Counters::add(&c.pacing_holds, pacer.holds - self.holds);
+        Counters::add(&c.pacing_hold_ns, pacer.hold_ns - self.hold_ns);
+        self.holds = pacer.holds;
+        self.hold_ns = pacer.hold_ns;
+        if !self.ages.is_empty() {
+            tracing::debug!(
+                age_p50_us = p50 / 1000,
+                age_p99_us = p99 / 1000,
+                age_max_us = max / 1000,
+                pipe_bytes = pacer.in_pipe(),
+                kernel_queued = queued,
+                read_rate = pacer.rate_bytes_per_sec() as u64,
+                holds = pacer.holds,
+                "staleness"
+            );
+        }
+        self.ages.reset();
+        self.since_ns = now_ns;
+    }
+}
+
 /// Runs the sender for one connection.
 pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf) -> SenderExit {
     let cfg = &shared.config;
@@ -135,6 +201,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
     };
     let min_round = cfg.max_flush_rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut next_round = Instant::now();
+    let mut pacer = Pacer::new(cfg.pacing);
+    let mut telemetry = Telemetry::new(clock::now_ns());
 
     // INIT goes first, before anything queued (PROTOCOL.md §5).
     if let Some(fields) = &cfg.init {
@@ -161,13 +229,21 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             next_round = Instant::now() + min;
         }
 
+        // Pacing: may we write more, or has the server not read enough of
+        // what it has? Control frames go out either way.
+        let now = clock::now_ns();
+        pacer.acked(ctx.acked_offset.load(Relaxed), now);
+        let decision = pacer.decide(now);
+        let hold = matches!(decision, Decision::Hold { .. });
+        telemetry.maybe_publish(now, &pacer, &ctx, counters);
+
         let (pong, close_reply, closing, settled) = {
             let mut ob = shared.outbox();
             let settled = inflight.settle(&mut ob);
             let pong = ob.control.pong.take();
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
-            if close_reply.is_none() {
+            if close_reply.is_none() && !hold {
                 ob.ring.take_all(&mut inflight.batch);
             }
             if buf.is_empty()
@@ -175,6 +251,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 && pong.is_none()
                 && close_reply.is_none()
                 && !closing
+                && !hold
             {
                 ob.sender_idle = true;
             }
@@ -202,8 +279,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             return SenderExit::CloseReplied;
         }
         if inflight.batch.is_empty() && buf.is_empty() {
-            if closing {
-                ctx.local_close.store(true, Ordering::Relaxed);
+            if closing && !hold {
+                ctx.local_close.store(true, Relaxed);
                 write_close(&mut buf, 1000, "", rng.next_mask());
                 let n = buf.len();
                 if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
@@ -213,17 +290,27 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 Counters::add(&counters.frames_sent, 1);
                 return SenderExit::CloseSent;
             }
+            let recheck = match decision {
+                Decision::Hold { recheck_ns } => Some(recheck_ns),
+                Decision::Go => None,
+            };
             tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => return SenderExit::Cancelled,
-                _ = shared.wake_sender.notified() => {}
+                _ = shared.wake_sender.notified(), if !hold => {}
+                // Holding: a pong (or a control frame to send, or the probe
+                // timeout) ends the wait; new events coalesce meanwhile.
+                _ = ctx.pong.notified(), if hold => {}
+                _ = shared.wake_sender.notified(), if hold => {}
+                _ = sleep_until_ns(recheck.unwrap_or(0)), if hold => {}
                 _ = tick.tick() => {
                     if let Some(t) = alive.check(&ctx) {
                         return SenderExit::Keepalive(t);
                     }
                     if cfg.ping_interval.is_some() {
-                        let ts = clock::now_ns().to_be_bytes();
-                        write_control(&mut buf, Opcode::Ping, &ts, rng.next_mask());
+                        let now = clock::now_ns();
+                        let probe = crate::pacing::probe_payload(now, pacer.written());
+                        write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
                         control_frames += 1;
                         Counters::add(&counters.pings_sent, 1);
                     }
@@ -247,6 +334,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             if slot.deadline < now {
                 continue;
             }
+            telemetry.record(now.saturating_sub(slot.born));
             write_frame(
                 &mut buf,
                 slot.header,
@@ -259,15 +347,23 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
                     return exit;
                 }
+                pacer.wrote(buf.len() as u64);
                 bytes += buf.len() as u64;
                 writes += 1;
                 buf.clear();
             }
         }
+        // A probe after the data: its pong says the server read all of it.
+        if let Some(offset) = pacer.take_probe(now, buf.len() as u64) {
+            let probe = crate::pacing::probe_payload(now, offset);
+            write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
+            control_frames += 1;
+        }
         if !buf.is_empty() {
             if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
                 return exit;
             }
+            pacer.wrote(buf.len() as u64);
             bytes += buf.len() as u64;
             writes += 1;
             buf.clear();
@@ -280,6 +376,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         inflight.written_at = Some(now);
         tracing::debug!(events, bytes, writes, "batch written");
     }
+}
+
+async fn sleep_until_ns(at_ns: u64) {
+    let now = clock::now_ns();
+    tokio::time::sleep(Duration::from_nanos(at_ns.saturating_sub(now))).await
 }
 
 /// Writes all of `buf`, watching for cancellation and keepalive while the

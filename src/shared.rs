@@ -68,6 +68,10 @@ pub(crate) struct ConnCtx {
     pub local_close: AtomicBool,
     /// Stops this connection's tasks.
     pub cancel: CancellationToken,
+    /// Byte offset confirmed read by the server (from probe pongs).
+    pub acked_offset: AtomicU64,
+    /// Wakes the sender when a pong arrives (pacing).
+    pub pong: tokio::sync::Notify,
 }
 
 impl ConnCtx {
@@ -78,6 +82,8 @@ impl ConnCtx {
             paused: AtomicBool::new(false),
             local_close: AtomicBool::new(false),
             cancel,
+            acked_offset: AtomicU64::new(0),
+            pong: tokio::sync::Notify::new(),
         }
     }
 }
@@ -310,6 +316,15 @@ impl Shared {
             connects: g(&c.connects),
             disconnects: g(&c.disconnects),
             downtime: Duration::from_nanos(g(&c.downtime_ns)),
+            age_p50: Duration::from_nanos(g(&c.age_p50_ns)),
+            age_p99: Duration::from_nanos(g(&c.age_p99_ns)),
+            age_max: Duration::from_nanos(g(&c.age_max_ns)),
+            pipe_bytes: g(&c.pipe_bytes),
+            kernel_queued_bytes: g(&c.kernel_queued),
+            server_read_rate: f64::from_bits(g(&c.read_rate_bits)),
+            pacing_holds: g(&c.pacing_holds),
+            pacing_hold_time: Duration::from_nanos(g(&c.pacing_hold_ns)),
+            rtt: Duration::from_nanos(g(&c.rtt_ns)),
             connected: matches!(*self.state.borrow(), ConnectionState::Connected),
             last_error: self
                 .last_error

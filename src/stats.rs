@@ -76,6 +76,28 @@ pub struct Stats {
     pub disconnects: u64,
     /// Total time spent disconnected while the client was open.
     pub downtime: Duration,
+    /// Age of the values written in the last second, at the moment they
+    /// were written (time since `publish`): median.
+    pub age_p50: Duration,
+    /// The same, 99th percentile.
+    pub age_p99: Duration,
+    /// The same, maximum.
+    pub age_max: Duration,
+    /// Bytes written and not yet confirmed read by the server (pacing's
+    /// estimate of what is in the pipe), as of the last second.
+    pub pipe_bytes: u64,
+    /// Bytes in the kernel's send queue (unsent plus unacknowledged), as of
+    /// the last second (Linux).
+    pub kernel_queued_bytes: u64,
+    /// The server's read rate measured by pacing, bytes per second.
+    pub server_read_rate: f64,
+    /// Times pacing held the sender back because the server had not read
+    /// what was written.
+    pub pacing_holds: u64,
+    /// Total time pacing held the sender back.
+    pub pacing_hold_time: Duration,
+    /// The last round-trip time measured with a ping.
+    pub rtt: Duration,
     /// True while connected.
     pub connected: bool,
     /// The most recent error (connection lost, decode error, ...).
@@ -99,6 +121,15 @@ pub(crate) struct Counters {
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
     pub downtime_ns: AtomicU64,
+    pub age_p50_ns: AtomicU64,
+    pub age_p99_ns: AtomicU64,
+    pub age_max_ns: AtomicU64,
+    pub pipe_bytes: AtomicU64,
+    pub kernel_queued: AtomicU64,
+    pub read_rate_bits: AtomicU64,
+    pub pacing_holds: AtomicU64,
+    pub pacing_hold_ns: AtomicU64,
+    pub rtt_ns: AtomicU64,
 }
 
 impl Counters {

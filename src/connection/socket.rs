@@ -154,6 +154,19 @@ impl SocketHandle {
         }
     }
 
+    /// Bytes in the send queue (unacknowledged plus not yet sent).
+    pub(crate) fn outq(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut v: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int.
+            let rc = unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &mut v) };
+            (rc == 0).then_some(v as u32)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
     /// Reads `TCP_INFO`.
     pub(crate) fn info(&self) -> Option<TcpInfo> {
         #[cfg(target_os = "linux")]

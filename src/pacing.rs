@@ -1,0 +1,369 @@
+//! Pacing to the reader: keep the bytes written but not yet *read by the
+//! server* within a budget, so that while the server (or the link) is slow,
+//! values wait in the ring, where they coalesce, instead of in socket
+//! buffers, where they age.
+//!
+//! # Why pings, and what the kernel tells
+//!
+//! A prototype that only coalesced in its own queue, publishing 10 keys to a
+//! server that read 60 messages/s, delivered values 4.5 s old at p50 and 8 s
+//! old at the end of an 8 s run: the backlog was in the kernel, mostly in
+//! the *server's* receive buffer (autotuned up to 32 MiB here), which our
+//! `TCP_INFO` can only see through the advertised window. On loopback that
+//! window moves in large steps and counts buffer overhead, not payload, so it
+//! cannot tell "10 frames waiting" from "1000 frames waiting".
+//!
+//! The sender therefore clocks itself on the server's own reading: after a
+//! write it sends a ping whose payload carries the byte offset written so
+//! far. A websocket peer answers pings in order, when it reads them, so the
+//! pong proves that the server has read everything up to that offset, and
+//! successive pongs measure the rate at which it reads. While a probe is
+//! unanswered, the sender holds back once the unconfirmed bytes exceed what
+//! the server reads in [`Pacing::max_delay`] at its measured rate (nothing
+//! before the first measurement: stop-and-wait), or the probe is older than
+//! `max_delay`, or more than [`Pacing::max_pipe_bytes`] are unconfirmed.
+//! When the server keeps up, probes come back within a round trip, the
+//! measured rate is high and pacing never holds, at the cost of at most one
+//! 20-byte ping per [`Pacing::probe_interval`].
+//!
+//! What the kernel reports is still used: `TCP_NOTSENT_LOWAT` keeps our own
+//! unsent queue short, `TCP_INFO`/`SIOCOUTQ` feed the telemetry, and a
+//! server that never answers pings (so its probes time out while TCP shows
+//! it alive) makes pacing switch itself off for that connection rather than
+//! stall the stream.
+//!
+//! This module is the pacing state machine; it knows nothing of tokio.
+
+use std::time::Duration;
+
+/// Pacing configuration ([`ClientBuilder::pacing`](crate::ClientBuilder::pacing)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Hold new writes while the oldest unconfirmed probe is older than
+    /// this. It bounds how stale the data in flight can get beyond one
+    /// batch. Default: 50 ms (three frames at 60 Hz).
+    pub max_delay: Duration,
+    /// Hold new writes while more than this many bytes are unconfirmed,
+    /// whatever their age. Default: 4 MiB (room for a large point cloud in
+    /// flight; it caps what a fast server can have in its buffers).
+    pub max_pipe_bytes: u64,
+    /// Fewest time between probes. Default: 1 ms (at most 1000 pings/s when
+    /// the server keeps up; each is 20 bytes on the wire).
+    pub probe_interval: Duration,
+    /// If a probe stays unanswered this long while the connection is
+    /// otherwise alive, the server is taken not to answer pings and pacing
+    /// is switched off for the connection (with a warning). Default: 10 s.
+    pub probe_timeout: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            max_delay: Duration::from_millis(50),
+            max_pipe_bytes: 4 << 20,
+            probe_interval: Duration::from_millis(1),
+            probe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Encodes a probe's ping payload: when it was sent and the byte offset it
+/// follows.
+pub(crate) fn probe_payload(sent_ns: u64, offset: u64) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(&sent_ns.to_be_bytes());
+    p[8..].copy_from_slice(&offset.to_be_bytes());
+    p
+}
+
+/// Reads a pong's payload back: `(sent_ns, offset)`.
+pub(crate) fn parse_probe(payload: &[u8]) -> Option<(u64, u64)> {
+    let p: &[u8; 16] = payload.try_into().ok()?;
+    Some((
+        u64::from_be_bytes(p[..8].try_into().ok()?),
+        u64::from_be_bytes(p[8..].try_into().ok()?),
+    ))
+}
+
+/// What the sender should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Write what is queued.
+    Go,
+    /// Hold: wait for a pong (or re-check at `recheck_ns`).
+    Hold { recheck_ns: u64 },
+}
+
+/// The pacing state of one connection.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    cfg: Option<Pacing>,
+    /// Bytes written on this connection.
+    written: u64,
+    /// Offset confirmed by the latest pong.
+    acked: u64,
+    /// When `acked` last advanced.
+    acked_at_ns: u64,
+    /// Measured read rate, bytes per nanosecond: a moving average, and the
+    /// latest sample (the budget uses the smaller, so a server that slows
+    /// down is believed at once).
+    rate_avg: f64,
+    rate_last: f64,
+    /// The outstanding probe: (offset it follows, when it was sent).
+    probe: Option<(u64, u64)>,
+    last_probe_ns: Option<u64>,
+    /// When the current hold began.
+    holding_since: Option<u64>,
+    /// Holds so far, and their total time.
+    pub holds: u64,
+    pub hold_ns: u64,
+}
+
+impl Pacer {
+    pub(crate) fn new(cfg: Option<Pacing>) -> Self {
+        Pacer {
+            cfg,
+            written: 0,
+            acked: 0,
+            acked_at_ns: 0,
+            rate_avg: 0.0,
+            rate_last: 0.0,
+            probe: None,
+            last_probe_ns: None,
+            holding_since: None,
+            holds: 0,
+            hold_ns: 0,
+        }
+    }
+
+    /// True while pacing is on for this connection.
+    #[cfg(test)]
+    pub(crate) fn enabled(&self) -> bool {
+        self.cfg.is_some()
+    }
+
+    /// Bytes written and not yet confirmed read.
+    pub(crate) fn in_pipe(&self) -> u64 {
+        self.written.saturating_sub(self.acked)
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Records bytes written.
+    pub(crate) fn wrote(&mut self, n: u64) {
+        self.written += n;
+    }
+
+    /// The server's measured read rate, bytes per second (0 until known).
+    pub(crate) fn rate_bytes_per_sec(&self) -> f64 {
+        self.rate_avg.min(self.rate_last) * 1e9
+    }
+
+    /// A pong (seen at `now_ns`) confirmed everything up to `offset`.
+    pub(crate) fn acked(&mut self, offset: u64, now_ns: u64) {
+        let offset = offset.min(self.written);
+        if offset > self.acked {
+            if self.acked_at_ns > 0 && now_ns > self.acked_at_ns {
+                let sample = (offset - self.acked) as f64 / (now_ns - self.acked_at_ns) as f64;
+                self.rate_last = sample;
+                self.rate_avg = if self.rate_avg == 0.0 {
+                    sample
+                } else {
+                    0.75 * self.rate_avg + 0.25 * sample
+                };
+            }
+            self.acked = offset;
+            self.acked_at_ns = now_ns;
+        }
+        if let Some((off, _)) = self.probe {
+            if self.acked >= off {
+                self.probe = None;
+            }
+        }
+    }
+
+    /// Whether to append a probe after `pending` more bytes about to be
+    /// written now; if so, the probe is recorded as sent.
+    pub(crate) fn take_probe(&mut self, now_ns: u64, pending: u64) -> Option<u64> {
+        let cfg = self.cfg?;
+        let too_soon = self
+            .last_probe_ns
+            .is_some_and(|last| now_ns.saturating_sub(last) < cfg.probe_interval.as_nanos() as u64);
+        if self.probe.is_some() || too_soon {
+            return None;
+        }
+        let offset = self.written + pending;
+        self.probe = Some((offset, now_ns));
+        self.last_probe_ns = Some(now_ns);
+        Some(offset)
+    }
+
+    /// May the sender write now? Switches pacing off when probes time out
+    /// (returns `Go` then).
+    pub(crate) fn decide(&mut self, now_ns: u64) -> Decision {
+        let Some(cfg) = self.cfg else {
+            return Decision::Go;
+        };
+        let hold = match self.probe {
+            Some((_, sent)) => {
+                let age = now_ns.saturating_sub(sent);
+                if age > cfg.probe_timeout.as_nanos() as u64 {
+                    tracing::warn!(
+                        after = ?cfg.probe_timeout,
+                        "the server does not answer pings; pacing is off for this connection"
+                    );
+                    self.cfg = None;
+                    self.end_hold(now_ns);
+                    return Decision::Go;
+                }
+                let limit = cfg.max_delay.as_nanos() as u64;
+                // What the server reads in `max_delay` at its measured rate.
+                let budget = (self.rate_avg.min(self.rate_last) * limit as f64) as u64;
+                let in_pipe = self.in_pipe();
+                age > limit || in_pipe > budget || in_pipe > cfg.max_pipe_bytes
+            }
+            None => false,
+        };
+        match hold {
+            true => {
+                if self.holding_since.is_none() {
+                    self.holding_since = Some(now_ns);
+                    self.holds += 1;
+                }
+                // Re-check at the probe timeout at the latest; a pong wakes
+                // the sender earlier.
+                let (_, sent) = self.probe.expect("holding on a probe");
+                Decision::Hold {
+                    recheck_ns: sent + cfg.probe_timeout.as_nanos() as u64 + 1,
+                }
+            }
+            false => {
+                self.end_hold(now_ns);
+                Decision::Go
+            }
+        }
+    }
+
+    fn end_hold(&mut self, now_ns: u64) {
+        if let Some(since) = self.holding_since.take() {
+            self.hold_ns += now_ns.saturating_sub(since);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn probe_payload_round_trips() {
+        assert_eq!(parse_probe(&probe_payload(7, 9)), Some((7, 9)));
+        assert_eq!(parse_probe(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_fast_server_is_rarely_held() {
+        let mut p = Pacer::new(Some(Pacing::default()));
+        let mut now = MS;
+        let mut holds_after_warmup = 0;
+        for i in 0..1000 {
+            // A write every 0.1 ms; probes answered 0.2 ms after they leave.
+            if p.decide(now) == Decision::Go {
+                if let Some(off) = p.take_probe(now, 100) {
+                    p.wrote(100);
+                    now += MS / 5;
+                    p.acked(off, now);
+                    continue;
+                }
+                p.wrote(100);
+            } else if i > 10 {
+                holds_after_warmup += 1;
+            }
+            now += MS / 10;
+        }
+        assert_eq!(holds_after_warmup, 0);
+        assert!(
+            p.rate_bytes_per_sec() > 100_000.0,
+            "{}",
+            p.rate_bytes_per_sec()
+        );
+    }
+
+    #[test]
+    fn before_the_rate_is_known_it_is_stop_and_wait() {
+        let mut p = Pacer::new(Some(Pacing::default()));
+        p.take_probe(MS, 600).unwrap();
+        p.wrote(600);
+        assert!(matches!(p.decide(2 * MS), Decision::Hold { .. }));
+    }
+
+    #[test]
+    fn a_60_message_per_second_reader_gets_one_batch_at_a_time() {
+        // 10 frames of 60 bytes per round; the server reads 3.6 kB/s.
+        let mut p = Pacer::new(Some(Pacing::default()));
+        let mut now = MS;
+        let mut off = p.take_probe(now, 600).unwrap();
+        p.wrote(600);
+        for _ in 0..20 {
+            // Held until the server has read the round (167 ms later).
+            assert!(matches!(p.decide(now + 10 * MS), Decision::Hold { .. }));
+            now += 167 * MS;
+            p.acked(off, now);
+            assert_eq!(p.decide(now), Decision::Go);
+            off = p.take_probe(now, 600).unwrap();
+            p.wrote(600);
+        }
+        let rate = p.rate_bytes_per_sec();
+        assert!((3000.0..4000.0).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn a_slow_server_holds_until_it_answers() {
+        let mut p = Pacer::new(Some(Pacing::default()));
+        let off = p.take_probe(0, 600).unwrap();
+        p.wrote(600);
+        assert!(matches!(p.decide(10 * MS), Decision::Hold { .. }));
+        assert!(matches!(p.decide(60 * MS), Decision::Hold { .. }));
+        // Only one probe at a time.
+        assert_eq!(p.take_probe(61 * MS, 0), None);
+        p.acked(off, 170 * MS);
+        assert_eq!(p.decide(170 * MS), Decision::Go);
+        assert_eq!(p.holds, 1);
+        assert_eq!(p.hold_ns, 160 * MS);
+        assert_eq!(p.in_pipe(), 0);
+    }
+
+    #[test]
+    fn unconfirmed_bytes_are_capped() {
+        let mut p = Pacer::new(Some(Pacing {
+            max_pipe_bytes: 1000,
+            ..Pacing::default()
+        }));
+        p.take_probe(0, 10).unwrap();
+        p.wrote(5000);
+        assert!(matches!(p.decide(MS), Decision::Hold { .. }));
+    }
+
+    #[test]
+    fn a_server_that_never_pongs_turns_pacing_off() {
+        let mut p = Pacer::new(Some(Pacing::default()));
+        p.take_probe(0, 10).unwrap();
+        p.wrote(10);
+        assert!(matches!(p.decide(100 * MS), Decision::Hold { .. }));
+        assert_eq!(p.decide(11_000 * MS), Decision::Go);
+        assert!(!p.enabled());
+    }
+
+    #[test]
+    fn pacing_off_always_goes() {
+        let mut p = Pacer::new(None);
+        p.wrote(1 << 30);
+        assert_eq!(p.decide(u64::MAX / 2), Decision::Go);
+        assert_eq!(p.take_probe(0, 0), None);
+    }
+}
