@@ -1,0 +1,111 @@
+//! Bounded staleness: the newest pose arrives within a time bound even when
+//! the server reads slowly. 10 keys, each published at 10 kHz (100 k
+//! events/s), against an in-process server that reads 60 messages/s; the age
+//! of each value the server reads is its receive time minus the event's
+//! `ts`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::bounded;
+use vuer_client::server::{EventHook, LocalServer, Received, ServerOptions};
+use vuer_client::{DynEvent, Value, VuerClient};
+
+/// (seconds since start, age in ms) of every POSE the server read.
+type Ages = Arc<Mutex<Vec<(f64, f64)>>>;
+
+async fn slow_server(reads_per_sec: f64, ages: Ages) -> LocalServer {
+    let t0 = Instant::now();
+    let hook: EventHook = Arc::new(move |r: &Received| {
+        if r.event.etype() == "POSE" {
+            let age = (r.at_unix_ns / 1_000_000) as f64 - r.event.ts().unwrap() as f64;
+            ages.lock().unwrap().push((t0.elapsed().as_secs_f64(), age));
+        }
+    });
+    let server = LocalServer::start(ServerOptions {
+        scene_on_init: false,
+        on_event: Some(hook),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    server.set_read_rate(Some(reads_per_sec));
+    server
+}
+
+/// Publishes 10 keys at 10 kHz each from a plain thread for `secs`.
+fn produce(client: &VuerClient, secs: u64) -> std::thread::JoinHandle<u64> {
+    let p = client.publisher();
+    std::thread::spawn(move || {
+        let keys: Vec<String> = (0..10).map(|k| format!("joint/{k}")).collect();
+        let start = Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < Duration::from_secs(secs) {
+            for k in &keys {
+                p.publish(&DynEvent::new("POSE").key(k.as_str()).value(Value::from([i as f32, 0.5, 0.0])))
+                    .expect("keyed publish never fails");
+            }
+            i += 1;
+            let next = start + Duration::from_micros(100 * i);
+            while Instant::now() < next {
+                std::thread::yield_now();
+            }
+        }
+        i * 10
+    })
+}
+
+fn p99(ages: &[(f64, f64)], from: f64, to: f64) -> f64 {
+    let mut v: Vec<f64> = ages.iter().filter(|a| a.0 >= from && a.0 < to).map(|a| a.1).collect();
+    assert!(v.len() > 20, "too few samples in [{from}, {to}): {}", v.len());
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ages_stay_bounded_against_a_60_message_per_second_reader() {
+    bounded(90, async {
+        let ages: Ages = Arc::default();
+        let server = slow_server(60.0, ages.clone()).await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let published = produce(&client, 20).join().unwrap();
+        let s = client.stats();
+        let ages = ages.lock().unwrap().clone();
+        let early = p99(&ages, 2.0, 7.0);
+        let late = p99(&ages, 15.0, 20.0);
+        let all = p99(&ages, 0.0, 20.0);
+        eprintln!(
+            "60 msg/s reader, pacing on: p99 age {early:.0} ms (2-7 s), {late:.0} ms (15-20 s), {all:.0} ms overall; \
+             published {published}, sent {}, coalesced {}, holds {}, measured read rate {:.0} B/s",
+            s.sent, s.coalesced, s.pacing_holds, s.server_read_rate
+        );
+        assert!(late <= 2.0 * early, "ages grow: {early} ms then {late} ms");
+        assert!(all <= 500.0, "p99 age {all} ms over 500 ms");
+        assert!(s.pacing_holds > 0);
+        assert!(s.coalesced > 0);
+        assert_eq!(s.published, s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending);
+        client.close().await.ok();
+    })
+    .await;
+}
+
+/// The same without pacing: the coalescing ring alone is not enough, values
+/// age in socket buffers and the age grows with the length of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pacing_ages_grow() {
+    bounded(60, async {
+        let ages: Ages = Arc::default();
+        let server = slow_server(60.0, ages.clone()).await;
+        let client = VuerClient::builder().uri(server.uri()).pacing(None).connect().await.unwrap();
+        produce(&client, 8).join().unwrap();
+        let ages = ages.lock().unwrap().clone();
+        let early = p99(&ages, 1.0, 3.0);
+        let late = p99(&ages, 6.0, 8.0);
+        eprintln!("60 msg/s reader, pacing off: p99 age {early:.0} ms (1-3 s), {late:.0} ms (6-8 s)");
+        assert!(late > 2.0 * early, "expected growing ages: {early} ms then {late} ms");
+        client.close().await.ok();
+    })
+    .await;
+}
