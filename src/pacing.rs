@@ -152,6 +152,11 @@ impl Pacer {
         self.written
     }
 
+    /// Sets the total written on the connection (including direct writes).
+    pub(crate) fn set_written(&mut self, total: u64) {
+        self.written = self.written.max(total);
+    }
+
     /// Records bytes written.
     pub(crate) fn wrote(&mut self, n: u64) {
         self.written += n;

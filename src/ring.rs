@@ -589,21 +589,7 @@ impl<H: Copy> Ring<H> {
             }
             if retain && self.owns_key(slot) {
                 let body = &batch.arena[slot.off as usize..(slot.off + slot.len) as usize];
-                let st = &mut self.keys[slot.key as usize];
-                let mut r = st.last.take().unwrap_or(Retained {
-                    header: slot.header,
-                    body: Vec::new(),
-                    tail: Bytes::new(),
-                    born: 0,
-                });
-                self.retained_bytes -= r.body.len() + r.tail.len();
-                r.header = slot.header;
-                r.body.clear();
-                r.body.extend_from_slice(body);
-                r.tail = slot.tail.clone();
-                r.born = slot.born;
-                self.retained_bytes += r.body.len() + r.tail.len();
-                st.last = Some(r);
+                self.retain(slot.key, slot.header, body, &slot.tail, slot.born);
             }
         }
         self.counters.in_flight -= n;
@@ -719,6 +705,49 @@ impl<H: Copy> Ring<H> {
         self.bytes = 0;
         self.counters.dropped += n;
         n
+    }
+
+    /// Counts an item that was written directly, without entering the line
+    /// (the publisher wrote it while the sender was idle): published and
+    /// sent at once, and retained as its key's last value.
+    pub fn written_directly(
+        &mut self,
+        key: Option<KeyRef<'_>>,
+        header: H,
+        body: &[u8],
+        tail: &Bytes,
+        born: u64,
+    ) {
+        self.counters.published += 1;
+        self.counters.sent += 1;
+        let Some(k) = key else { return };
+        let id = match self.index.get(&k) {
+            Some(&id) => id,
+            None => match self.intern(k) {
+                Some(id) => id,
+                None => return,
+            },
+        };
+        self.retain(id, header, body, tail, born);
+    }
+
+    /// Makes this the last written value of key `id` (reusing its buffer).
+    fn retain(&mut self, id: u32, header: H, body: &[u8], tail: &Bytes, born: u64) {
+        let st = &mut self.keys[id as usize];
+        let mut r = st.last.take().unwrap_or(Retained {
+            header,
+            body: Vec::new(),
+            tail: Bytes::new(),
+            born: 0,
+        });
+        self.retained_bytes -= r.body.len() + r.tail.len();
+        r.header = header;
+        r.body.clear();
+        r.body.extend_from_slice(body);
+        r.tail = tail.clone();
+        r.born = born;
+        self.retained_bytes += r.body.len() + r.tail.len();
+        st.last = Some(r);
     }
 
     /// Counts an item refused before it reached the ring (e.g. too large to

@@ -232,6 +232,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         // Pacing: may we write more, or has the server not read enough of
         // what it has? Control frames go out either way.
         let now = clock::now_ns();
+        // Direct writes by `publish` count too (they happen while idle).
+        pacer.set_written(ctx.written_bytes.load(Relaxed));
         pacer.acked(ctx.acked_offset.load(Relaxed), now);
         let decision = pacer.decide(now);
         let hold = matches!(decision, Decision::Hold { .. });
@@ -240,6 +242,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         let (pong, close_reply, closing, settled) = {
             let mut ob = shared.outbox();
             let settled = inflight.settle(&mut ob);
+            // The rest of a frame `publish` wrote in part goes first.
+            if !ob.control.raw.is_empty() {
+                buf.extend_from_slice(&ob.control.raw);
+                ob.control.raw.clear();
+            }
             let pong = ob.control.pong.take();
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
@@ -254,6 +261,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 && !hold
             {
                 ob.sender_idle = true;
+                ob.idle_since_ns = now;
             }
             (pong, close_reply, closing, settled)
         };
@@ -348,6 +356,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                     return exit;
                 }
                 pacer.wrote(buf.len() as u64);
+                ctx.written_bytes.fetch_add(buf.len() as u64, Relaxed);
                 bytes += buf.len() as u64;
                 writes += 1;
                 buf.clear();
@@ -364,6 +373,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 return exit;
             }
             pacer.wrote(buf.len() as u64);
+            ctx.written_bytes.fetch_add(buf.len() as u64, Relaxed);
             bytes += buf.len() as u64;
             writes += 1;
             buf.clear();

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::codec::MaskRng;
 use crate::connection::{self, Connection, Target};
 use crate::decoder::{self, DecoderExit};
 use crate::error::Disconnect;
 use crate::sender::{self, SenderExit};
-use crate::shared::{ConnCtx, Control, Outbox, Shared};
+use crate::shared::{ConnCtx, Control, Direct, Outbox, Shared};
 use crate::stats::Counters;
 use crate::ConnectionState;
 
@@ -126,6 +127,12 @@ fn finish(shared: &Shared, reason: Disconnect) {
 /// Runs one connection until it ends; returns why.
 async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
     let ctx = Arc::new(ConnCtx::new(conn.socket, shared.shutdown.child_token()));
+    shared.outbox().direct = conn.direct.map(|tcp| Direct {
+        tcp,
+        ctx: ctx.clone(),
+        rng: MaskRng::from_os(),
+        buf: Vec::with_capacity(256),
+    });
     let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));
     let sender = sender::run(shared.clone(), ctx.clone(), conn.write);
     tokio::pin!(sender);
@@ -159,6 +166,13 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
         }
     };
     ctx.cancel.cancel();
+    {
+        // No more direct writes: the socket is going away, and a partial
+        // frame's rest belongs to this connection's stream only.
+        let mut ob = shared.outbox();
+        ob.direct = None;
+        ob.control.raw.clear();
+    }
     // The sender future is dropped here, and with it the write half; its
     // in-flight batch (if any) has gone back to the ring.
     decoder.abort();

@@ -44,8 +44,12 @@ fn produce(client: &VuerClient, secs: u64) -> std::thread::JoinHandle<u64> {
         let mut i = 0u64;
         while start.elapsed() < Duration::from_secs(secs) {
             for k in &keys {
-                p.publish(&DynEvent::new("POSE").key(k.as_str()).value(Value::from([i as f32, 0.5, 0.0])))
-                    .expect("keyed publish never fails");
+                p.publish(
+                    &DynEvent::new("POSE")
+                        .key(k.as_str())
+                        .value(Value::from([i as f32, 0.5, 0.0])),
+                )
+                .expect("keyed publish never fails");
             }
             i += 1;
             let next = start + Duration::from_micros(100 * i);
@@ -58,8 +62,16 @@ fn produce(client: &VuerClient, secs: u64) -> std::thread::JoinHandle<u64> {
 }
 
 fn p99(ages: &[(f64, f64)], from: f64, to: f64) -> f64 {
-    let mut v: Vec<f64> = ages.iter().filter(|a| a.0 >= from && a.0 < to).map(|a| a.1).collect();
-    assert!(v.len() > 20, "too few samples in [{from}, {to}): {}", v.len());
+    let mut v: Vec<f64> = ages
+        .iter()
+        .filter(|a| a.0 >= from && a.0 < to)
+        .map(|a| a.1)
+        .collect();
+    assert!(
+        v.len() > 20,
+        "too few samples in [{from}, {to}): {}",
+        v.len()
+    );
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[(v.len() * 99 / 100).min(v.len() - 1)]
 }
@@ -98,13 +110,23 @@ async fn without_pacing_ages_grow() {
     bounded(60, async {
         let ages: Ages = Arc::default();
         let server = slow_server(60.0, ages.clone()).await;
-        let client = VuerClient::builder().uri(server.uri()).pacing(None).connect().await.unwrap();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .pacing(None)
+            .connect()
+            .await
+            .unwrap();
         produce(&client, 8).join().unwrap();
         let ages = ages.lock().unwrap().clone();
         let early = p99(&ages, 1.0, 3.0);
         let late = p99(&ages, 6.0, 8.0);
-        eprintln!("60 msg/s reader, pacing off: p99 age {early:.0} ms (1-3 s), {late:.0} ms (6-8 s)");
-        assert!(late > 2.0 * early, "expected growing ages: {early} ms then {late} ms");
+        eprintln!(
+            "60 msg/s reader, pacing off: p99 age {early:.0} ms (1-3 s), {late:.0} ms (6-8 s)"
+        );
+        assert!(
+            late > 2.0 * early,
+            "expected growing ages: {early} ms then {late} ms"
+        );
         client.close().await.ok();
     })
     .await;

@@ -108,3 +108,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// Writes a result file to `target/bench-results/<name>` (for the plots in
+/// BENCHMARKS.md).
+pub fn write_result(name: &str, contents: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), contents).unwrap();
+    println!("wrote {}", dir.join(name).display());
+}

@@ -9,6 +9,7 @@ pub(crate) mod tls;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -132,6 +133,9 @@ pub(crate) struct Connection {
     /// The TCP socket, for socket options and `TCP_INFO` (Linux).
     pub socket: socket::SocketHandle,
     pub peer: SocketAddr,
+    /// The plain TCP stream, shared so that `publish` can write a frame
+    /// directly when the sender is idle (not for TLS).
+    pub direct: Option<Arc<TcpStream>>,
 }
 
 /// Connects, upgrades and splits.
@@ -234,14 +238,18 @@ pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connecti
 
     let (transport, early) =
         handshake::upgrade(transport, target, &config.headers, timeout).await?;
-    let (read, write): (ReadHalf, WriteHalf) = match transport {
+    let (read, write, direct): (ReadHalf, WriteHalf, _) = match transport {
         Transport::Plain(tcp) => {
-            let (r, w) = tcp.into_split();
-            (Box::new(Prefixed::new(early, r)), Box::new(w))
+            let tcp = Arc::new(tcp);
+            (
+                Box::new(Prefixed::new(early, SharedTcp(tcp.clone()))),
+                Box::new(SharedTcp(tcp.clone())),
+                Some(tcp),
+            )
         }
         Transport::Tls(tls) => {
             let (r, w) = tokio::io::split(*tls);
-            (Box::new(Prefixed::new(early, r)), Box::new(w))
+            (Box::new(Prefixed::new(early, r)), Box::new(w), None)
         }
     };
     Ok(Connection {
@@ -249,7 +257,76 @@ pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connecti
         write,
         socket,
         peer,
+        direct,
     })
+}
+
+/// A TCP stream shared by the decoder (reads), the sender (writes) and the
+/// publishers' direct-write path (writes, only while the sender is idle and
+/// under the outbox lock). tokio's readiness API works through `&TcpStream`,
+/// so no lock is needed between the reading and the writing side.
+struct SharedTcp(Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            let dst = buf.initialize_unfilled();
+            match self.0.try_read(dst) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2_shutdown(&self.0))
+    }
+}
+
+fn socket2_shutdown(s: &TcpStream) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a live socket descriptor.
+        if unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = s;
+        Ok(())
+    }
 }
 
 /// A reader that first yields bytes already read past the HTTP response.
