@@ -298,8 +298,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 Counters::add(&counters.frames_sent, 1);
                 return SenderExit::CloseSent;
             }
+            // While holding, wake at least once a second so the telemetry
+            // (and its hold counters) stays current.
             let recheck = match decision {
-                Decision::Hold { recheck_ns } => Some(recheck_ns),
+                Decision::Hold { recheck_ns } => Some(recheck_ns.min(now + 1_000_000_000)),
                 Decision::Go => None,
             };
             tokio::select! {

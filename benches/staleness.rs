@@ -1,0 +1,220 @@
+//! Staleness under a slow reader: 10 keys, each published at 10 kHz, to an
+//! in-process server that reads 60 messages/s. The age of each value the
+//! server reads (its receive time minus the event's `ts`) is recorded per
+//! second, for:
+//!
+//! * vuer-client, keyed (latest value wins), pacing on (the default);
+//! * vuer-client, keyed, pacing off (the coalescing ring alone);
+//! * vuer-client, reliable (no coalescing), pacing on;
+//! * tokio-tungstenite + rmp-serde sending every event (`send` per event).
+//!
+//! ```text
+//! cargo bench --bench staleness             # 20 s per case
+//! cargo bench --bench staleness -- --quick  # 3 s per case
+//! ```
+//!
+//! Prints p50/p99 per second and the process RSS growth, and writes
+//! `target/bench-results/staleness.json` for the plots.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
+use vuer_client::server::{EventHook, LocalServer, Received, ServerOptions};
+use vuer_client::{DynEvent, Pacing, Value, VuerClient};
+
+type Ages = Arc<Mutex<Vec<(f64, f64)>>>;
+
+const KEYS: usize = 10;
+const PER_KEY_HZ: u64 = 10_000;
+
+async fn slow_server(rate: f64, ages: Ages, t0: Instant) -> LocalServer {
+    let hook: EventHook = Arc::new(move |r: &Received| {
+        if r.event.etype() == "POSE" {
+            let age = (r.at_unix_ns / 1_000_000) as f64 - r.event.ts().unwrap_or(0) as f64;
+            ages.lock().unwrap().push((t0.elapsed().as_secs_f64(), age));
+        }
+    });
+    let s = LocalServer::start(ServerOptions {
+        scene_on_init: false,
+        on_event: Some(hook),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.set_read_rate(Some(rate));
+    s
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Paces a loop at `PER_KEY_HZ` rounds per second for `secs`.
+fn rounds(secs: u64, mut f: impl FnMut(u64)) {
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        f(i);
+        i += 1;
+        let next = start + Duration::from_nanos(1_000_000_000 / PER_KEY_HZ * i);
+        while Instant::now() < next {
+            std::thread::yield_now();
+        }
+    }
+}
+
+async fn ours(secs: u64, keyed: bool, pacing: Option<Pacing>) -> Vec<(f64, f64)> {
+    let ages: Ages = Arc::default();
+    let t0 = Instant::now();
+    let server = slow_server(60.0, ages.clone(), t0).await;
+    let client = VuerClient::builder()
+        .uri(server.uri())
+        .pacing(pacing)
+        .connect()
+        .await
+        .unwrap();
+    let p = client.publisher();
+    tokio::task::spawn_blocking(move || {
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("joint/{k}")).collect();
+        rounds(secs, |i| {
+            for k in &keys {
+                let mut ev = DynEvent::new("POSE")
+                    .key(k.as_str())
+                    .value(Value::from([i as f32, 0.5, 0.0]));
+                if !keyed {
+                    ev = ev.reliable();
+                }
+                let _ = p.publish(&ev); // reliable events past the bound are refused (counted)
+            }
+        })
+    })
+    .await
+    .unwrap();
+    let s = client.stats();
+    println!(
+        "  published {} sent {} coalesced {} rejected {} holds {} queue {} events",
+        s.published, s.sent, s.coalesced, s.rejected, s.pacing_holds, s.queue_depth
+    );
+    drop(client);
+    server.shutdown();
+    let v = ages.lock().unwrap().clone();
+    v
+}
+
+#[derive(Serialize)]
+struct Env {
+    ts: u64,
+    etype: &'static str,
+    key: String,
+    value: [f32; 3],
+}
+
+async fn baseline(secs: u64) -> Vec<(f64, f64)> {
+    let ages: Ages = Arc::default();
+    let t0 = Instant::now();
+    let server = slow_server(60.0, ages.clone(), t0).await;
+    let mut ws = baseline_connect(&server.uri()).await;
+    let start = Instant::now();
+    let mut i = 0u64;
+    // The same schedule; `send` waits when the socket is full, so the
+    // producer falls behind instead of growing memory without bound.
+    while start.elapsed() < Duration::from_secs(secs) {
+        for k in 0..KEYS {
+            let env = Env {
+                ts: now_ms(),
+                etype: "POSE",
+                key: format!("joint/{k}"),
+                value: [i as f32, 0.5, 0.0],
+            };
+            let msg = Message::Binary(rmp_serde::to_vec_named(&env).unwrap().into());
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(msg)).await;
+        }
+        i += 1;
+        let next = start + Duration::from_nanos(1_000_000_000 / PER_KEY_HZ * i);
+        let now = Instant::now();
+        if next > now {
+            tokio::time::sleep(next - now).await;
+        }
+    }
+    drop(ws);
+    server.shutdown();
+    let v = ages.lock().unwrap().clone();
+    v
+}
+
+fn per_second(ages: &[(f64, f64)], secs: u64) -> Vec<(u64, f64, f64)> {
+    (0..secs)
+        .filter_map(|w| {
+            let mut v: Vec<f64> = ages
+                .iter()
+                .filter(|a| a.0 >= w as f64 && a.0 < (w + 1) as f64)
+                .map(|a| a.1)
+                .collect();
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            Some((w, v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)]))
+        })
+        .collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let secs = if quick { 3 } else { 20 };
+    let rt = runtime();
+    let mut out = Vec::new();
+    let cases: Vec<(&str, Box<dyn Fn() -> Vec<(f64, f64)>>)> = vec![
+        (
+            "vuer-client keyed, pacing on",
+            Box::new(|| rt.block_on(ours(secs, true, Some(Pacing::default())))),
+        ),
+        (
+            "vuer-client keyed, pacing off",
+            Box::new(|| rt.block_on(ours(secs, true, None))),
+        ),
+        (
+            "vuer-client reliable, pacing on",
+            Box::new(|| rt.block_on(ours(secs, false, Some(Pacing::default())))),
+        ),
+        (
+            "tokio-tungstenite (every event)",
+            Box::new(|| rt.block_on(baseline(secs))),
+        ),
+    ];
+    for (name, run) in &cases {
+        println!(
+            "{name}: 10 keys x {PER_KEY_HZ} Hz for {secs} s -> a server reading 60 messages/s"
+        );
+        let rss0 = rss_kib();
+        let ages = run();
+        let rss1 = rss_kib();
+        let series = per_second(&ages, secs);
+        for (w, p50, p99) in &series {
+            println!("  t={w:>2}s  p50 {p50:>7.0} ms  p99 {p99:>7.0} ms");
+        }
+        println!("  RSS {rss0} KiB -> {rss1} KiB");
+        let pts: Vec<String> = series
+            .iter()
+            .map(|(w, p50, p99)| format!("[{w},{p50:.1},{p99:.1}]"))
+            .collect();
+        out.push(format!(
+            "{{\"case\":\"{name}\",\"rss_before_kib\":{rss0},\"rss_after_kib\":{rss1},\"per_second\":[{}]}}",
+            pts.join(",")
+        ));
+    }
+    write_result("staleness.json", &format!("[{}]", out.join(",")));
+}
