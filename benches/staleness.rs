@@ -29,6 +29,8 @@ use vuer_client::server::{EventHook, LocalServer, Received, ServerOptions};
 use vuer_client::{DynEvent, Pacing, Value, VuerClient};
 
 type Ages = Arc<Mutex<Vec<(f64, f64)>>>;
+/// A case to run: its name and a function returning (time, age) samples.
+type Case<'a> = (&'static str, Box<dyn Fn() -> Vec<(f64, f64)> + 'a>);
 
 const KEYS: usize = 10;
 const PER_KEY_HZ: u64 = 10_000;
@@ -177,7 +179,7 @@ fn main() {
     let secs = if quick { 3 } else { 20 };
     let rt = runtime();
     let mut out = Vec::new();
-    let cases: Vec<(&str, Box<dyn Fn() -> Vec<(f64, f64)>>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "vuer-client keyed, pacing on",
             Box::new(|| rt.block_on(ours(secs, true, Some(Pacing::default())))),
