@@ -544,6 +544,23 @@ async fn stream_from_stdin_sends_each_line() {
     .await;
 }
 
+#[tokio::test]
+async fn stream_until_ctrl_c_prints_its_summary_and_exits_130() {
+    bounded(60, async {
+        let server = quiet_server().await;
+        let stream = Running::spawn(&["stream", "--uri", &server.uri(), "--rate", "100"]);
+        assert!(server.wait_until(|s| s.events >= 4, T).await);
+        stream.signal(libc::SIGINT);
+        let (code, out, err) = stream.finish().await;
+        assert_eq!(code, Some(130), "{err}");
+        assert_eq!(err, "");
+        assert!(out[0].starts_with("stream: "), "{out:?}");
+        // Everything published before Ctrl-C was delivered.
+        assert!(out[0].contains("dropped 0, pending 0"), "{out:?}");
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------- record / replay
 
 /// A server whose hook keeps every event with its arrival time.

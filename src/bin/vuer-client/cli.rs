@@ -39,6 +39,20 @@ Event file format (JSON lines; record writes it, replay and stream --from read i
             fields, UPDATE's strict flag); ignored when sending
 Floats that are NaN or infinite are written as null.";
 
+/// What `bench` sends and measures.
+const BENCH_HELP: &str = "\
+Events: SET_POSITION, value {\"position\": [x, y, z] (f32), \"t_ns\": <wall clock
+at publish, ns>} (+ \"pad\": bin with --payload-bytes), keyed per key unless
+--reliable. Vuer's remote-control example server upserts a box at `position`.
+
+Without --uri: an in-process server on its own runtime and threads measures
+what it receives and the one-way latency (receive time - t_ns, HDR histogram).
+With --uri: the client's figures, plus the server's answers (--ack-etype)
+counted as acknowledged; server-side counts and latency need the local server.
+Client CPU: user+system time of the client runtime's threads and the producer
+thread, from the producer's start to the end of the drain.
+On a terminal, a live line on stderr every 250 ms; --json for one JSON object.";
+
 /// A streaming client for Vuer servers (vuer 0.1.6 wire protocol).
 #[derive(Parser, Debug)]
 #[command(name = "vuer-client", version, after_help = AFTER_HELP)]
@@ -107,6 +121,7 @@ pub enum Command {
     /// Ctrl-C prints its counters and stops it.
     Serve(ServeArgs),
     /// Measure throughput, client CPU per event and one-way latency.
+    #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
 }
 
@@ -255,7 +270,9 @@ pub struct ServeArgs {
     pub format: PrintArgs,
 }
 
-/// `bench`.
+/// `bench`. The events are SET_POSITION with the value
+/// `{"position": [x, y, z], "t_ns": <publish time>}` (Vuer's example server
+/// upserts a box at `position`).
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Events per second in total (default: as fast as possible).
@@ -277,9 +294,6 @@ pub struct BenchArgs {
     /// Extra bytes of padding (a bin field) in each event.
     #[arg(long, value_name = "N", default_value = "0")]
     pub payload_bytes: usize,
-    /// Etype of the events (the value is {"position": [x, y, z], "t_ns": ...}).
-    #[arg(long, default_value = "SET_POSITION")]
-    pub etype: String,
     /// Local server only: answer each event with an UPSERT (as Vuer's
     /// remote-control example server does), counted as acknowledged.
     #[arg(long)]

@@ -117,7 +117,7 @@ impl Line {
 }
 
 /// Microsecond precision is plenty and keeps lines short.
-fn round_us(t: f64) -> f64 {
+pub fn round_us(t: f64) -> f64 {
     (t * 1e6).round() / 1e6
 }
 

@@ -18,7 +18,7 @@ use crate::cli::{Common, StreamArgs};
 use crate::connect;
 use crate::error::CliError;
 use crate::json::{self, Bin, Floats};
-use crate::jsonl::{Line, Reader, Writer};
+use crate::jsonl::{round_us, Line, Reader, Writer};
 use crate::report;
 use crate::signal::Interrupt;
 
@@ -84,7 +84,7 @@ struct Outbound<'a> {
 impl Outbound<'_> {
     fn write(&mut self, line: impl FnOnce(f64) -> Line) -> Result<(), CliError> {
         match &mut self.writer {
-            Some(w) => w.write(&line(self.start.elapsed().as_secs_f64())),
+            Some(w) => w.write(&line(round_us(self.start.elapsed().as_secs_f64()))),
             None => Ok(()),
         }
     }
