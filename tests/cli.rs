@@ -241,6 +241,7 @@ async fn usage_errors_exit_2_without_connecting() {
             (vec!["send", "X", r#"{"$bin": "!"}"#], "invalid base64"),
             (vec!["--init-field", "oops", "send", "X"], "NAME=VALUE"),
             (vec!["bench", "--rate", "0"], "positive"),
+            (vec!["bench", "--payload-bytes", "5000000"], "at most"),
             (vec!["frobnicate"], "unrecognized subcommand"),
         ] {
             let mut a = vec!["--uri", uri.as_str()];

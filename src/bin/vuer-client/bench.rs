@@ -42,6 +42,7 @@ use crate::cli::{BenchArgs, Common};
 use crate::connect;
 use crate::cpu::Threads;
 use crate::error::CliError;
+use crate::output;
 use crate::report::{bytes, count};
 use crate::signal::Interrupt;
 
@@ -50,6 +51,15 @@ const ETYPE: &str = "SET_POSITION";
 
 /// Runs `bench`.
 pub fn run(common: &Common, args: BenchArgs) -> Result<(), CliError> {
+    // The envelope and the other fields take well under 256 bytes.
+    let max_pad = vuer_client::DEFAULT_MAX_OUTGOING_MESSAGE - 256;
+    if args.payload_bytes > max_pad {
+        return Err(CliError::Usage(format!(
+            "--payload-bytes {}: at most {max_pad} (a Vuer server closes the connection on messages over {} bytes)",
+            args.payload_bytes,
+            vuer_client::DEFAULT_MAX_OUTGOING_MESSAGE
+        )));
+    }
     let client_cpu = Arc::new(Threads::new());
     let client_rt = runtime("vuer-client", args.client_threads, &client_cpu)?;
     let local = match common.uri {
@@ -67,9 +77,9 @@ pub fn run(common: &Common, args: BenchArgs) -> Result<(), CliError> {
     }
     let (report, verdict) = result?;
     if args.json {
-        println!("{}", report.to_json());
+        output::out(&report.to_json())?;
     } else {
-        println!("{}", report.to_text());
+        output::out(&report.to_text())?;
     }
     verdict
 }
@@ -575,7 +585,7 @@ impl Live {
         self.last_sent = stats.sent;
         self.last_published = stats.published;
         let recv = received.map_or(String::new(), |r| format!("  received {}", count(r as f64)));
-        eprint!(
+        output::err(format_args!(
             "\r\x1b[2K{:6.1} s  publishing {}/s  sending {}/s  sent {}  coalesced {}  queue {}{recv}",
             t0.elapsed().as_secs_f64(),
             count(pub_rate),
@@ -583,12 +593,12 @@ impl Live {
             count(stats.sent as f64),
             count(stats.coalesced as f64),
             stats.queue_depth,
-        );
+        ));
     }
 
     fn clear(&self) {
         if self.on {
-            eprint!("\r\x1b[2K");
+            output::err(format_args!("\r\x1b[2K"));
         }
     }
 }

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, CliError::Interrupted) {
-                eprintln!("vuer-client: {e}");
+                output::err(format_args!("vuer-client: {e}\n"));
             }
             ExitCode::from(e.exit_code())
         }

@@ -6,10 +6,13 @@
 //! "strict", "data"}`, absent fields left out, `data` converted as
 //! [`crate::json`] describes.
 
+use std::io::Write;
+
 use serde_json::{Map, Value as Json};
 use vuer_client::ServerEvent;
 
 use crate::cli::PrintArgs;
+use crate::error::CliError;
 use crate::json::{self, Bin};
 
 /// Formats events as lines.
@@ -80,6 +83,25 @@ impl Printer {
             s
         }
     }
+}
+
+/// Writes a line to stdout. A closed stdout (`| head`) is not an error:
+/// the reader has what it wanted. (`println!` would panic.)
+pub fn out(line: &str) -> Result<(), CliError> {
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{line}").and_then(|_| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::io("cannot write to stdout", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes to stderr, ignoring errors (there is nowhere left to report
+/// them; `eprint!` would panic).
+pub fn err(text: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(text).and_then(|_| e.flush());
 }
 
 #[cfg(test)]

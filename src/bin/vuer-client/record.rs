@@ -32,10 +32,10 @@ pub async fn run(common: &Common, args: RecordArgs) -> Result<(), CliError> {
     let n = result?;
     flushed?;
     if sink.undecodable > 0 {
-        eprintln!(
-            "vuer-client: {} events with undecodable data were not recorded",
+        crate::output::err(format_args!(
+            "vuer-client: {} events with undecodable data were not recorded\n",
             sink.undecodable
-        );
+        ));
     }
     tracing::info!(events = n, "recorded");
     closed

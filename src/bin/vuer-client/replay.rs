@@ -55,8 +55,9 @@ pub async fn run(common: &Common, args: ReplayArgs) -> Result<(), CliError> {
     let elapsed = start.elapsed().as_secs_f64();
     let closed = connect::close(&client).await;
     let stats = client.stats();
-    println!("{}", report::summary("replay", &stats, elapsed, args.json));
+    let printed = crate::output::out(&report::summary("replay", &stats, elapsed, args.json));
     produced?;
     flushed?;
-    closed
+    closed?;
+    printed
 }

@@ -47,13 +47,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
             .and_then(|_| out.flush())
             .map_err(|e| CliError::io("cannot write to stdout", e))?;
     }
-    eprintln!("vuer-client: serving; Ctrl-C to stop");
+    crate::output::err(format_args!("vuer-client: serving; Ctrl-C to stop\n"));
     interrupt.wait().await;
     let s = server.stats();
     server.shutdown();
-    println!(
+    crate::output::out(&format!(
         "connections {} (open {}), events {} (INIT {}), frames {}, bytes {}, bad messages {}, pings {}, close frames {}",
         s.connections, s.open, s.events, s.inits, s.frames, s.bytes, s.bad_messages, s.pings, s.closes
-    );
-    Ok(())
+    ))
 }

@@ -69,10 +69,11 @@ pub async fn run(common: &Common, args: StreamArgs) -> Result<(), CliError> {
     let closed = connect::close(&client).await;
     // After close: nothing is pending any more, every figure is final.
     let stats = client.stats();
-    println!("{}", report::summary("stream", &stats, elapsed, args.json));
+    let printed = crate::output::out(&report::summary("stream", &stats, elapsed, args.json));
     produced?;
     flushed?;
-    closed
+    closed?;
+    printed
 }
 
 /// Where `--outbound` writes the published events.
