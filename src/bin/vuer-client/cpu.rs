@@ -160,9 +160,11 @@ mod tests {
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let h = std::thread::spawn(move || {
             s.enter();
-            let t = std::time::Instant::now();
+            // Busy until the thread itself has used 20 ms of CPU (wall time
+            // says nothing on a loaded machine).
+            let t0 = own_cpu_ns().unwrap();
             let mut x = 0u64;
-            while t.elapsed() < std::time::Duration::from_millis(30) {
+            while own_cpu_ns().unwrap() - t0 < 20_000_000 {
                 x = x.wrapping_add(std::hint::black_box(1));
             }
             tx.send(()).unwrap();
@@ -172,7 +174,8 @@ mod tests {
         });
         rx.recv().unwrap();
         let alive = set.total_ns().unwrap();
-        assert!(alive >= 10_000_000, "{alive}");
+        // The thread is blocked now, so /proc is up to date.
+        assert!(alive >= 20_000_000, "{alive}");
         go_tx.send(()).unwrap();
         h.join().unwrap();
         let after = set.total_ns().unwrap();
