@@ -1,0 +1,144 @@
+//! How `listen` (and `serve --print`) print an event: a readable line, or a
+//! JSON line.
+//!
+//! Text: `ETYPE [key=K] [uuid=U] [rtype=R] DATA`, DATA rendered compactly
+//! (bin as `<N bytes>`). JSON: `{"etype", "ts", "key", "uuid", "rtype",
+//! "strict", "data"}`, absent fields left out, `data` converted as
+//! [`crate::json`] describes.
+
+use std::io::Write;
+
+use serde_json::{Map, Value as Json};
+use vuer_client::ServerEvent;
+
+use crate::cli::PrintArgs;
+use crate::error::CliError;
+use crate::json::{self, Bin};
+
+/// Formats events as lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    json: bool,
+    bin: Bin,
+}
+
+impl Printer {
+    /// From the `--json` / `--bin-summary` options.
+    pub fn new(args: PrintArgs) -> Printer {
+        Printer {
+            json: args.json,
+            bin: if args.bin_summary {
+                Bin::Summary
+            } else {
+                Bin::Base64
+            },
+        }
+    }
+
+    /// One line (without the newline).
+    pub fn line(&self, ev: &ServerEvent) -> String {
+        // A payload that does not decode still gets a line saying so.
+        let data = ev.data();
+        if self.json {
+            let mut m = Map::new();
+            m.insert("etype".into(), Json::from(ev.etype()));
+            if let Some(ts) = ev.ts() {
+                m.insert("ts".into(), Json::from(ts));
+            }
+            let mut opt = |k: &str, v: Option<&str>| {
+                if let Some(v) = v {
+                    m.insert(k.into(), Json::from(v));
+                }
+            };
+            opt("key", ev.key());
+            opt("uuid", ev.uuid());
+            opt("rtype", ev.rtype());
+            if let Some(s) = ev.strict() {
+                m.insert("strict".into(), Json::Bool(s));
+            }
+            match data {
+                Ok(v) => {
+                    m.insert("data".into(), json::from_value(&v, self.bin));
+                }
+                Err(e) => {
+                    m.insert("data_error".into(), Json::from(e.to_string()));
+                }
+            }
+            Json::Object(m).to_string()
+        } else {
+            let mut s = ev.etype().to_owned();
+            for (k, v) in [
+                ("key", ev.key()),
+                ("uuid", ev.uuid()),
+                ("rtype", ev.rtype()),
+            ] {
+                if let Some(v) = v {
+                    s.push_str(&format!(" {k}={v}"));
+                }
+            }
+            match data {
+                Ok(v) => s.push_str(&format!(" {v}")),
+                Err(e) => s.push_str(&format!(" <undecodable data: {e}>")),
+            }
+            s
+        }
+    }
+}
+
+/// Writes a line to stdout. A closed stdout (`| head`) is not an error:
+/// the reader has what it wanted. (`println!` would panic.)
+pub fn out(line: &str) -> Result<(), CliError> {
+    let mut o = std::io::stdout().lock();
+    match writeln!(o, "{line}").and_then(|_| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::io("cannot write to stdout", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes to stderr, ignoring errors (there is nowhere left to report
+/// them; `eprint!` would panic).
+pub fn err(text: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(text).and_then(|_| e.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vuer_client::Value;
+
+    fn event() -> ServerEvent {
+        let frame = Value::map([
+            ("ts", Value::Int(5)),
+            ("data", Value::map([("b", Value::Bin(vec![1, 2]))])),
+            ("etype", Value::from("UPSERT")),
+            ("key", Value::from("k")),
+        ])
+        .to_msgpack();
+        ServerEvent::from_msgpack(frame.into()).unwrap()
+    }
+
+    #[test]
+    fn text_and_json_lines() {
+        let p = Printer::new(PrintArgs {
+            json: false,
+            bin_summary: false,
+        });
+        assert_eq!(p.line(&event()), r#"UPSERT key=k {"b": <2 bytes>}"#);
+        let p = Printer::new(PrintArgs {
+            json: true,
+            bin_summary: false,
+        });
+        assert_eq!(
+            p.line(&event()),
+            r#"{"etype":"UPSERT","ts":5,"key":"k","data":{"b":{"$bin":"AQI="}}}"#
+        );
+        let p = Printer::new(PrintArgs {
+            json: true,
+            bin_summary: true,
+        });
+        assert!(p.line(&event()).contains(r#"{"$bin_len":2}"#));
+    }
+}
