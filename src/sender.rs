@@ -25,7 +25,7 @@ use crate::event::DynEvent;
 use crate::pacing::{Decision, Pacer};
 use crate::ring::Batch;
 use crate::shared::{ConnCtx, Outbox, Shared};
-use crate::stats::Counters;
+use crate::stats::{Counters, LogHistogram};
 use crate::Value;
 
 /// Why the sender task stopped.
@@ -117,7 +117,7 @@ fn ticker(every: Duration) -> Interval {
 
 /// Age of written values over the last second, published to the stats.
 struct Telemetry {
-    ages: hdrhistogram::Histogram<u64>,
+    ages: LogHistogram,
     since_ns: u64,
     holds: u64,
     hold_ns: u64,
@@ -126,9 +126,7 @@ struct Telemetry {
 impl Telemetry {
     fn new(now_ns: u64) -> Self {
         Telemetry {
-            // Microseconds, up to an hour, two significant digits.
-            ages: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
-                .expect("valid bounds"),
+            ages: LogHistogram::default(),
             since_ns: now_ns,
             holds: 0,
             hold_ns: 0,
@@ -137,7 +135,7 @@ impl Telemetry {
 
     #[inline]
     fn record(&mut self, age_ns: u64) {
-        self.ages.saturating_record((age_ns / 1000).max(1));
+        self.ages.record(age_ns);
     }
 
     /// Once a second: publishes the window to the stats and to tracing.
@@ -145,12 +143,11 @@ impl Telemetry {
         if now_ns.saturating_sub(self.since_ns) < 1_000_000_000 {
             return;
         }
-        let q = |p: f64| self.ages.value_at_quantile(p) * 1000;
-        let (p50, p99, max) = if self.ages.is_empty() {
-            (0, 0, 0)
-        } else {
-            (q(0.5), q(0.99), self.ages.max() * 1000)
-        };
+        let (p50, p99, max) = (
+            self.ages.quantile(0.5),
+            self.ages.quantile(0.99),
+            self.ages.max(),
+        );
         c.age_p50_ns.store(p50, Relaxed);
         c.age_p99_ns.store(p99, Relaxed);
         c.age_max_ns.store(max, Relaxed);
@@ -261,7 +258,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 && !hold
             {
                 ob.sender_idle = true;
-                ob.idle_since_ns = now;
+                // A fresh reading: `now` is as old as the last round.
+                ob.idle_since_ns = clock::now_ns();
             }
             (pong, close_reply, closing, settled)
         };

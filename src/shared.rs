@@ -71,7 +71,8 @@ pub(crate) struct Outbox {
     pub terminal: Option<Disconnect>,
     /// Every sequence number below this has been written (or resolved).
     pub written_through: u64,
-    /// When the sender went idle ([`clock::now_ns`]).
+    /// When the sender went idle, or the last direct write happened
+    /// ([`clock::now_ns`]).
     pub idle_since_ns: u64,
     /// The current connection's direct-write path (plain TCP only).
     pub direct: Option<Direct>,
@@ -300,10 +301,14 @@ impl Shared {
         }
         ob.ring
             .written_directly(key, p.header(), &p.head, &p.tail, now);
+        // The next event within the idle threshold goes through the sender:
+        // at higher rates the hand-off batches, and `publish` stays cheap.
+        ob.idle_since_ns = now;
         let c = &self.counters;
         Counters::add(&c.bytes_sent, len as u64);
         Counters::add(&c.frames_sent, 1);
         Counters::add(&c.flushes, 1);
+        Counters::add(&c.direct_writes, 1);
         ob.written_through = ob.written_through.max(ob.ring.tail_seq());
         true
     }
@@ -378,6 +383,7 @@ impl Shared {
             bytes_sent: g(&c.bytes_sent),
             frames_sent: g(&c.frames_sent),
             flushes,
+            direct_writes: g(&c.direct_writes),
             frames_per_flush: if flushes == 0 {
                 0.0
             } else {

@@ -50,6 +50,10 @@ pub struct Stats {
     /// Write rounds: one write (and one flush) per round, however many
     /// frames it carries.
     pub flushes: u64,
+    /// Events `publish` wrote itself because the sender had been idle
+    /// (sparse events; no hand-off to the sender task). Included in
+    /// `sent` and `flushes`.
+    pub direct_writes: u64,
     /// Events per write round (`sent / flushes`).
     pub frames_per_flush: f64,
     /// Events received and decoded.
@@ -111,6 +115,7 @@ pub(crate) struct Counters {
     pub bytes_sent: AtomicU64,
     pub frames_sent: AtomicU64,
     pub flushes: AtomicU64,
+    pub direct_writes: AtomicU64,
     pub received: AtomicU64,
     pub received_bytes: AtomicU64,
     pub decode_errors: AtomicU64,
@@ -140,5 +145,116 @@ impl Counters {
 
     pub(crate) fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
+    }
+}
+
+/// A log-linear histogram with three significant bits (within 12.5 %),
+/// cheap enough to record every event the sender writes: one
+/// leading-zero count and an increment. Used for the age telemetry.
+#[derive(Debug, Clone)]
+pub(crate) struct LogHistogram {
+    counts: Box<[u32; 512]>,
+    total: u64,
+    max: u64,
+}
+
+impl Default for LogHistogram {
+    fn default() -> Self {
+        LogHistogram {
+            counts: Box::new([0; 512]),
+            total: 0,
+            max: 0,
+        }
+    }
+}
+
+impl LogHistogram {
+    #[inline]
+    fn index(v: u64) -> usize {
+        if v < 8 {
+            return v as usize;
+        }
+        let b = 63 - v.leading_zeros() as usize; // >= 3
+        (b - 2) * 8 + ((v >> (b - 3)) & 7) as usize
+    }
+
+    /// The middle of bucket `i`.
+    fn value(i: usize) -> u64 {
+        if i < 8 {
+            return i as u64;
+        }
+        let (b, sub) = (i / 8 + 2, (i % 8) as u64);
+        let lo = (8 + sub) << (b - 3);
+        lo + (1u64 << (b - 3)) / 2
+    }
+
+    /// Records one value.
+    #[inline]
+    pub(crate) fn record(&mut self, v: u64) {
+        self.counts[Self::index(v)] += 1;
+        self.total += 1;
+        self.max = self.max.max(v);
+    }
+
+    /// True when nothing was recorded.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The largest value recorded (exact).
+    pub(crate) fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at quantile `q` (0..=1), within 12.5 %.
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c as u64;
+            if seen >= rank {
+                return Self::value(i).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// Forgets everything.
+    pub(crate) fn reset(&mut self) {
+        self.counts.fill(0);
+        self.total = 0;
+        self.max = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogHistogram;
+
+    #[test]
+    fn quantiles_are_within_an_eighth() {
+        let mut h = LogHistogram::default();
+        for v in 1..=100_000u64 {
+            h.record(v * 1000);
+        }
+        for (q, want) in [
+            (0.5, 50_000_000f64),
+            (0.99, 99_000_000.0),
+            (0.01, 1_000_000.0),
+        ] {
+            let got = h.quantile(q) as f64;
+            assert!((got - want).abs() / want < 0.125, "q {q}: {got} vs {want}");
+        }
+        assert_eq!(h.max(), 100_000_000);
+        h.reset();
+        assert!(h.is_empty());
+        h.record(0);
+        h.record(5);
+        assert_eq!(h.quantile(1.0), 5);
+        h.record(u64::MAX);
+        assert_eq!(h.max(), u64::MAX);
     }
 }

@@ -88,8 +88,13 @@ pub(crate) fn mask_tail(out: &mut [u8], start: usize, mask: [u8; 4]) {
         let v = u64::from_ne_bytes((&*c).try_into().expect("8 bytes")) ^ m64;
         c.copy_from_slice(&v.to_ne_bytes());
     }
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= mask[i & 3];
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        // The last 1-7 bytes: one 8-byte XOR on a padded copy.
+        let mut tmp = [0u8; 8];
+        tmp[..rest.len()].copy_from_slice(rest);
+        let v = u64::from_ne_bytes(tmp) ^ m64;
+        rest.copy_from_slice(&v.to_ne_bytes()[..rest.len()]);
     }
 }
 

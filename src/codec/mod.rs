@@ -93,6 +93,38 @@ pub(crate) fn write_message(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u
 pub(crate) fn write_frame(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8], mask: [u8; 4]) {
     let len = message_len(h, body.len(), tail.len());
     out.reserve(len + 14);
+    // The common case (a pose): short message, few entries, a current `ts`
+    // (above 2^32 ms): a fixed 19-byte prefix, copied at once.
+    if len < 126 && h.entries < 15 && h.ts_ms > u32::MAX as u64 && tail.is_empty() {
+        let t = h.ts_ms.to_be_bytes();
+        let [m0, m1, m2, m3] = mask;
+        let pre = [
+            0x82,
+            0x80 | len as u8,
+            m0,
+            m1,
+            m2,
+            m3,
+            0x80 | (h.entries as u8 + 1),
+            0xa2,
+            b't',
+            b's',
+            0xcf,
+            t[0],
+            t[1],
+            t[2],
+            t[3],
+            t[4],
+            t[5],
+            t[6],
+            t[7],
+        ];
+        let start = out.len() + 6;
+        out.extend_from_slice(&pre);
+        out.extend_from_slice(body);
+        mask_tail(out, start, mask);
+        return;
+    }
     if h.entries == WHOLE {
         let start = write_header(out, Opcode::Binary, len, mask);
         out.extend_from_slice(tail);

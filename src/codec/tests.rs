@@ -1,6 +1,7 @@
 //! Codec tests against the golden vectors made by the real Python package
 //! (vuer 0.1.6, `tests/data/gen_vectors.py`; a copy of `shared/vectors`).
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value as Json;
 
@@ -455,4 +456,66 @@ fn json_text_frames_decode_like_msgpack() {
         ev.data().unwrap()["nodes"][0]["position"][1],
         Value::F64(0.5)
     );
+}
+
+/// Unmasks a client frame: (opcode, payload).
+fn unframe(frame: &[u8]) -> (u8, Vec<u8>) {
+    let op = frame[0] & 0x0f;
+    assert_eq!(frame[0] & 0x80, 0x80, "FIN");
+    assert_eq!(frame[1] & 0x80, 0x80, "masked");
+    let (len, off) = match frame[1] & 0x7f {
+        126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let mask = &frame[off..off + 4];
+    assert_eq!(frame.len(), off + 4 + len, "one frame exactly");
+    let data = frame[off + 4..]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i & 3])
+        .collect();
+    (op, data)
+}
+
+#[test]
+fn frames_carry_exactly_the_message_on_every_path() {
+    let mut rng = MaskRng::from_os();
+    let bodies: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xc0; 3],
+        vec![0xaa; 40],
+        vec![0x11; 120],
+        vec![0x22; 70_000],
+    ];
+    let tails: Vec<Bytes> = vec![
+        Bytes::new(),
+        Bytes::from(vec![0xc3; 9]),
+        Bytes::from(vec![0x5a; 300]),
+    ];
+    for ts in [0u64, 127, 70_000, TS] {
+        for entries in [1u32, 2, 14, 15, 20, WHOLE] {
+            for body in &bodies {
+                for tail in &tails {
+                    let h = Header { ts_ms: ts, entries };
+                    let mut msg = Vec::new();
+                    write_message(&mut msg, h, body, tail);
+                    let mut frame = vec![0xee; 3]; // frames are appended
+                    write_frame(&mut frame, h, body, tail, rng.next_mask());
+                    let (op, data) = unframe(&frame[3..]);
+                    assert_eq!(op, 2);
+                    assert_eq!(
+                        data,
+                        msg,
+                        "ts {ts} entries {entries} body {} tail {}",
+                        body.len(),
+                        tail.len()
+                    );
+                }
+            }
+        }
+    }
 }

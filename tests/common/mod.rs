@@ -2,6 +2,8 @@
 //! virtualenv on first use), free ports, and time bounds.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
