@@ -304,9 +304,23 @@ impl VuerClient {
         self.shared.state.borrow().clone()
     }
 
-    /// A watch of the connection's state (every change is sent).
+    /// A watch of the connection's state: it holds the latest state, so a
+    /// receiver sees every change that lasts long enough for it to look,
+    /// but may miss short-lived ones (`Disconnected(reason)` is followed at
+    /// once by `Reconnecting`). Use [`state_changes`](Self::state_changes)
+    /// to see every transition.
     pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.subscribe()
+    }
+
+    /// Every change of the connection's state from now on, in order, none
+    /// skipped: `Connected`, `Disconnected(reason)`, `Reconnecting { attempt
+    /// }` for each attempt, `Connected` again, and finally `Closed(reason)`.
+    /// A receiver that falls more than 64 changes behind gets
+    /// [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged)
+    /// once and goes on with the oldest change still kept.
+    pub fn state_changes(&self) -> tokio::sync::broadcast::Receiver<ConnectionState> {
+        self.shared.changes.subscribe()
     }
 
     /// A snapshot of the counters.

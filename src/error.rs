@@ -128,12 +128,15 @@ pub enum EncodeError {
 pub enum PublishError {
     /// The outgoing ring is full (in events or bytes). The event was not
     /// accepted; the caller still owns it and may retry, drop it, or use
-    /// `send().await`, which waits for room.
-    #[error("outgoing queue is full ({queued} events, {bytes} bytes queued)")]
+    /// `send().await`, which waits for room. What counts: events queued,
+    /// being written, and reliable events written but not yet confirmed by
+    /// the server (they are written again if the connection is lost).
+    #[error("outgoing queue is full ({queued} events, {bytes} bytes held)")]
     Full {
-        /// Events queued when the event was refused.
+        /// Events held when the event was refused (queued, being written,
+        /// or awaiting the server's confirmation).
         queued: usize,
-        /// Bytes queued when the event was refused.
+        /// Bytes held when the event was refused.
         bytes: usize,
     },
     /// The encoded message is larger than the limit for outgoing messages

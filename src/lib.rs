@@ -93,6 +93,7 @@ mod client;
 pub(crate) mod clock;
 pub(crate) mod codec;
 mod config;
+mod confirm;
 mod connection;
 mod decoder;
 mod error;

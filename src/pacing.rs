@@ -67,6 +67,11 @@ impl Default for Pacing {
     }
 }
 
+/// With pacing off, reliable events written are still confirmed by a probe,
+/// at most this often: after a crash, at most about this much of a reliable
+/// stream (plus a round trip) is written twice.
+const CONFIRM_EVERY: Duration = Duration::from_millis(10);
+
 /// Encodes a probe's ping payload: when it was sent and the byte offset it
 /// follows.
 pub(crate) fn probe_payload(sent_ns: u64, offset: u64) -> [u8; 16] {
@@ -190,20 +195,53 @@ impl Pacer {
         }
     }
 
+    /// The least time between probes: pacing's interval, or, with pacing
+    /// off, the confirmation interval (probes are then sent only to confirm
+    /// reliable events).
+    fn interval_ns(&self) -> u64 {
+        self.cfg
+            .map_or(CONFIRM_EVERY, |c| c.probe_interval)
+            .as_nanos() as u64
+    }
+
     /// Whether to append a probe after `pending` more bytes about to be
-    /// written now; if so, the probe is recorded as sent.
-    pub(crate) fn take_probe(&mut self, now_ns: u64, pending: u64) -> Option<u64> {
-        let cfg = self.cfg?;
+    /// written now (`confirm`: reliable events wait for confirmation); if
+    /// so, the probe is recorded as sent and its offset returned.
+    pub(crate) fn take_probe(&mut self, now_ns: u64, pending: u64, confirm: bool) -> Option<u64> {
+        if self.cfg.is_none() && !confirm {
+            return None;
+        }
         let too_soon = self
             .last_probe_ns
-            .is_some_and(|last| now_ns.saturating_sub(last) < cfg.probe_interval.as_nanos() as u64);
+            .is_some_and(|last| now_ns.saturating_sub(last) < self.interval_ns());
         if self.probe.is_some() || too_soon {
             return None;
         }
+        Some(self.force_probe_after(now_ns, pending))
+    }
+
+    /// Records a probe sent now after everything written (keepalive pings
+    /// are probes too); returns its offset.
+    pub(crate) fn force_probe(&mut self, now_ns: u64) -> u64 {
+        self.force_probe_after(now_ns, 0)
+    }
+
+    fn force_probe_after(&mut self, now_ns: u64, pending: u64) -> u64 {
         let offset = self.written + pending;
-        self.probe = Some((offset, now_ns));
+        if self.probe.is_none() {
+            self.probe = Some((offset, now_ns));
+        }
         self.last_probe_ns = Some(now_ns);
-        Some(offset)
+        offset
+    }
+
+    /// When the idle sender should send a probe to confirm what it wrote
+    /// (`awaiting`: reliable events wait for confirmation), if it should.
+    pub(crate) fn probe_due(&self, awaiting: bool) -> Option<u64> {
+        if !awaiting || self.probe.is_some() {
+            return None;
+        }
+        Some(self.last_probe_ns.map_or(0, |l| l + self.interval_ns()))
     }
 
     /// May the sender write now? Switches pacing off when probes time out
@@ -279,7 +317,7 @@ mod tests {
         for i in 0..1000 {
             // A write every 0.1 ms; probes answered 0.2 ms after they leave.
             if p.decide(now) == Decision::Go {
-                if let Some(off) = p.take_probe(now, 100) {
+                if let Some(off) = p.take_probe(now, 100, false) {
                     p.wrote(100);
                     now += MS / 5;
                     p.acked(off, now);
@@ -302,7 +340,7 @@ mod tests {
     #[test]
     fn before_the_rate_is_known_it_is_stop_and_wait() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        p.take_probe(MS, 600).unwrap();
+        p.take_probe(MS, 600, false).unwrap();
         p.wrote(600);
         assert!(matches!(p.decide(2 * MS), Decision::Hold { .. }));
     }
@@ -312,7 +350,7 @@ mod tests {
         // 10 frames of 60 bytes per round; the server reads 3.6 kB/s.
         let mut p = Pacer::new(Some(Pacing::default()));
         let mut now = MS;
-        let mut off = p.take_probe(now, 600).unwrap();
+        let mut off = p.take_probe(now, 600, false).unwrap();
         p.wrote(600);
         for _ in 0..20 {
             // Held until the server has read the round (167 ms later).
@@ -320,7 +358,7 @@ mod tests {
             now += 167 * MS;
             p.acked(off, now);
             assert_eq!(p.decide(now), Decision::Go);
-            off = p.take_probe(now, 600).unwrap();
+            off = p.take_probe(now, 600, false).unwrap();
             p.wrote(600);
         }
         let rate = p.rate_bytes_per_sec();
@@ -330,12 +368,12 @@ mod tests {
     #[test]
     fn a_slow_server_holds_until_it_answers() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        let off = p.take_probe(0, 600).unwrap();
+        let off = p.take_probe(0, 600, false).unwrap();
         p.wrote(600);
         assert!(matches!(p.decide(10 * MS), Decision::Hold { .. }));
         assert!(matches!(p.decide(60 * MS), Decision::Hold { .. }));
         // Only one probe at a time.
-        assert_eq!(p.take_probe(61 * MS, 0), None);
+        assert_eq!(p.take_probe(61 * MS, 0, false), None);
         p.acked(off, 170 * MS);
         assert_eq!(p.decide(170 * MS), Decision::Go);
         assert_eq!(p.holds, 1);
@@ -349,7 +387,7 @@ mod tests {
             max_pipe_bytes: 1000,
             ..Pacing::default()
         }));
-        p.take_probe(0, 10).unwrap();
+        p.take_probe(0, 10, false).unwrap();
         p.wrote(5000);
         assert!(matches!(p.decide(MS), Decision::Hold { .. }));
     }
@@ -357,7 +395,7 @@ mod tests {
     #[test]
     fn a_server_that_never_pongs_turns_pacing_off() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        p.take_probe(0, 10).unwrap();
+        p.take_probe(0, 10, false).unwrap();
         p.wrote(10);
         assert!(matches!(p.decide(100 * MS), Decision::Hold { .. }));
         assert_eq!(p.decide(11_000 * MS), Decision::Go);
@@ -369,6 +407,6 @@ mod tests {
         let mut p = Pacer::new(None);
         p.wrote(1 << 30);
         assert_eq!(p.decide(u64::MAX / 2), Decision::Go);
-        assert_eq!(p.take_probe(0, 0), None);
+        assert_eq!(p.take_probe(0, 0, false), None);
     }
 }

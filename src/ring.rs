@@ -202,7 +202,31 @@ impl<H> Batch<H> {
         self.first_seq + self.slots.len() as u64
     }
 
-    fn clear(&mut self) {
+    /// Keeps only the items `keep` accepts. When they hold less than half
+    /// of the arena, the arena is compacted so that dropped bodies do not
+    /// stay in memory.
+    pub fn retain(&mut self, keep: impl Fn(&Slot<H>) -> bool) {
+        self.slots.retain(|s| keep(s));
+        let live: usize = self.slots.iter().map(|s| s.len as usize).sum();
+        if live * 2 < self.arena.len() {
+            let mut arena = Vec::with_capacity(live);
+            for slot in self.slots.iter_mut() {
+                let (off, len) = (slot.off as usize, slot.len as usize);
+                let new_off = arena.len() as u32;
+                arena.extend_from_slice(&self.arena[off..off + len]);
+                slot.off = new_off;
+            }
+            self.arena = arena;
+        }
+    }
+
+    /// Bytes of the items (bodies and tails).
+    pub fn bytes(&self) -> usize {
+        self.slots.iter().map(Slot::size).sum()
+    }
+
+    /// Empties the batch, keeping its buffers for reuse.
+    pub fn clear(&mut self) {
         self.slots.clear();
         self.arena.clear();
     }
@@ -249,6 +273,18 @@ pub struct RingCounters {
     pub in_flight: u64,
 }
 
+/// What the ring holds for the server besides its queue, counted against
+/// its bounds: the batch being written, and reliable items written but not
+/// yet confirmed by the server (kept to be written again if the connection
+/// is lost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Held {
+    in_flight_items: usize,
+    in_flight_bytes: usize,
+    reserved_items: usize,
+    reserved_bytes: usize,
+}
+
 /// The coalescing ring. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Ring<H> {
@@ -262,6 +298,7 @@ pub struct Ring<H> {
     keys: Vec<KeyState<H>>,
     free_keys: Vec<u32>,
     retained_bytes: usize,
+    held: Held,
     limits: RingLimits,
     overflow: Overflow,
     counters: RingCounters,
@@ -283,6 +320,7 @@ impl<H: Copy> Ring<H> {
             keys: Vec::new(),
             free_keys: Vec::new(),
             retained_bytes: 0,
+            held: Held::default(),
             limits,
             overflow,
             counters: RingCounters::default(),
@@ -340,9 +378,29 @@ impl<H: Copy> Ring<H> {
         self.head_seq + self.queue.len() as u64
     }
 
+    /// Items and bytes held against the bounds: queued, being written, and
+    /// reserved for unconfirmed reliable items.
+    pub fn held(&self) -> (usize, usize) {
+        let h = &self.held;
+        (
+            self.queue.len() + h.in_flight_items + h.reserved_items,
+            self.bytes + h.in_flight_bytes + h.reserved_bytes,
+        )
+    }
+
+    /// Reserves room for items kept outside the ring (reliable items
+    /// awaiting the server's confirmation), so that the bounds cover them.
+    /// Ignored under [`Overflow::DropOldest`], which must always make room.
+    pub fn set_reserved(&mut self, items: usize, bytes: usize) {
+        if self.overflow == Overflow::Reject {
+            self.held.reserved_items = items;
+            self.held.reserved_bytes = bytes;
+        }
+    }
+
     fn fits(&self, extra_items: usize, extra_bytes: usize) -> bool {
-        self.queue.len() + extra_items <= self.limits.max_items
-            && self.bytes + extra_bytes <= self.limits.max_bytes
+        let (items, bytes) = self.held();
+        items + extra_items <= self.limits.max_items && bytes + extra_bytes <= self.limits.max_bytes
     }
 
     /// The queue position of key `id`'s pending value, if it has one.
@@ -566,6 +624,8 @@ impl<H: Copy> Ring<H> {
         batch.first_seq = self.head_seq;
         self.head_seq += batch.slots.len() as u64;
         self.counters.in_flight += batch.slots.len() as u64;
+        self.held.in_flight_items += batch.slots.len();
+        self.held.in_flight_bytes += self.bytes;
         self.bytes = 0;
     }
 
@@ -580,7 +640,16 @@ impl<H: Copy> Ring<H> {
         retain: bool,
         expired: impl Fn(&Slot<H>) -> bool,
     ) {
+        self.settle(batch, retain, expired);
+        batch.clear();
+    }
+
+    /// Like [`Ring::complete`], but leaves the batch as it is (the caller
+    /// keeps its reliable items until the server confirms them, then
+    /// [`Batch::clear`]s it).
+    pub fn settle(&mut self, batch: &Batch<H>, retain: bool, expired: impl Fn(&Slot<H>) -> bool) {
         let n = batch.slots.len() as u64;
+        self.release_in_flight(batch);
         let mut n_expired = 0;
         for slot in batch.slots.iter() {
             if expired(slot) {
@@ -595,7 +664,12 @@ impl<H: Copy> Ring<H> {
         self.counters.in_flight -= n;
         self.counters.expired += n_expired;
         self.counters.sent += n - n_expired;
-        batch.clear();
+    }
+
+    fn release_in_flight(&mut self, batch: &Batch<H>) {
+        let bytes: usize = batch.slots.iter().map(Slot::size).sum();
+        self.held.in_flight_items = self.held.in_flight_items.saturating_sub(batch.slots.len());
+        self.held.in_flight_bytes = self.held.in_flight_bytes.saturating_sub(bytes);
     }
 
     /// Puts a batch that could not be written back at the front of the
@@ -606,6 +680,7 @@ impl<H: Copy> Ring<H> {
     /// batch is emptied.
     pub fn requeue(&mut self, batch: &mut Batch<H>) {
         self.counters.in_flight -= batch.slots.len() as u64;
+        self.release_in_flight(batch);
         let mut line: VecDeque<Slot<H>> =
             VecDeque::with_capacity(batch.slots.len() + self.queue.len());
         for mut slot in batch.slots.drain(..) {
@@ -649,6 +724,29 @@ impl<H: Copy> Ring<H> {
                 self.keys[slot.key as usize].pending = self.head_seq + i as u64;
             }
         }
+    }
+
+    /// Puts items that were written but may not have been read (the
+    /// connection was lost before the server confirmed them) back at the
+    /// front of the line, in order, as unkeyed items, to be written again.
+    /// They count as published again. Returns how many.
+    pub fn resend(&mut self, batch: &mut Batch<H>) -> usize {
+        let n = batch.slots.len();
+        if n == 0 {
+            return 0;
+        }
+        self.counters.published += n as u64;
+        let mut line: VecDeque<Slot<H>> = VecDeque::with_capacity(n + self.queue.len());
+        for mut slot in batch.slots.drain(..) {
+            slot.key = NO_KEY;
+            line.push_back(slot);
+        }
+        let mut arena = std::mem::take(&mut batch.arena);
+        batch.clear();
+        self.append_line(&mut line, &mut arena);
+        self.head_seq -= n as u64;
+        self.install(line, arena);
+        n
     }
 
     /// Prepares the line for a new connection (state restore): the retained

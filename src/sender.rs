@@ -54,17 +54,23 @@ struct InFlight<'a> {
     batch: Batch<Header>,
     /// Set once the batch is written: the time its deadlines were checked.
     written_at: Option<u64>,
+    /// Byte offset just past the batch's frames (for confirmation).
+    end_offset: u64,
 }
 
 impl InFlight<'_> {
-    /// Settles a written batch; returns true if there was one.
+    /// Settles a written batch: counted as sent (keyed values retained),
+    /// and its reliable events kept until the server confirms them. Returns
+    /// true if there was one.
     fn settle(&mut self, ob: &mut Outbox) -> bool {
         let Some(now) = self.written_at.take() else {
             return false;
         };
         let end = self.batch.end_seq();
-        ob.ring
-            .complete(&mut self.batch, true, |s| s.deadline < now);
+        ob.ring.settle(&self.batch, true, |s| s.deadline < now);
+        ob.unconfirmed
+            .keep(&mut self.batch, self.end_offset, |s| s.deadline >= now);
+        ob.sync_reserve();
         ob.written_through = ob.written_through.max(end);
         true
     }
@@ -87,17 +93,28 @@ struct Liveness {
     timeout: Option<Duration>,
     last_acked: u64,
     last_ack_ns: u64,
+    /// At the previous check, a write was blocked or bytes waited unsent.
+    backlog: bool,
 }
 
 impl Liveness {
-    fn check(&mut self, ctx: &ConnCtx) -> Option<Duration> {
+    /// `blocked`: called while a write is waiting for the socket.
+    fn check(&mut self, ctx: &ConnCtx, blocked: bool) -> Option<Duration> {
         let timeout = self.timeout?;
         let now = clock::now_ns();
         if let Some(info) = ctx.socket.info() {
             if info.bytes_acked != self.last_acked {
+                // Acknowledgements show a slow server draining what we
+                // wrote (its pong waits behind that data) only while we had
+                // more to send than it took. Otherwise they may be our own
+                // pings, acknowledged by the kernel of a server whose
+                // application is stuck: then only a frame counts.
+                if self.backlog {
+                    self.last_ack_ns = now;
+                }
                 self.last_acked = info.bytes_acked;
-                self.last_ack_ns = now;
             }
+            self.backlog = blocked || info.notsent_bytes > 0;
         }
         if ctx.paused.load(Ordering::Relaxed) {
             // We stopped reading ourselves (inbound backpressure).
@@ -187,6 +204,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         shared: &shared,
         batch: Batch::default(),
         written_at: None,
+        end_offset: 0,
     };
     // Ticks drive pings and keepalive checks; without pings, keepalive is
     // still checked every second.
@@ -195,6 +213,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         timeout: cfg.keepalive_timeout,
         last_acked: 0,
         last_ack_ns: clock::now_ns(),
+        backlog: false,
     };
     let min_round = cfg.max_flush_rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut next_round = Instant::now();
@@ -236,9 +255,16 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         let hold = matches!(decision, Decision::Hold { .. });
         telemetry.maybe_publish(now, &pacer, &ctx, counters);
 
-        let (pong, close_reply, closing, settled) = {
+        let (pong, close_reply, closing, settled, awaiting) = {
             let mut ob = shared.outbox();
-            let settled = inflight.settle(&mut ob);
+            let mut settled = inflight.settle(&mut ob);
+            // What the server confirmed reading no longer counts against
+            // the bounds.
+            if ob.unconfirmed.confirm(ctx.acked_offset.load(Relaxed)) {
+                ob.sync_reserve();
+                settled = true;
+            }
+            let awaiting = !ob.unconfirmed.is_empty();
             // The rest of a frame `publish` wrote in part goes first.
             if !ob.control.raw.is_empty() {
                 buf.extend_from_slice(&ob.control.raw);
@@ -261,12 +287,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 // A fresh reading: `now` is as old as the last round.
                 ob.idle_since_ns = clock::now_ns();
             }
-            (pong, close_reply, closing, settled)
+            (pong, close_reply, closing, settled, awaiting)
         };
         if settled {
             shared.written.notify_waiters();
-        }
-        if !inflight.batch.is_empty() {
             shared.room.notify_waiters();
         }
         if let Some(p) = pong {
@@ -298,31 +322,34 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             }
             // While holding, wake at least once a second so the telemetry
             // (and its hold counters) stays current.
+            // While holding, wake at least once a second so the telemetry
+            // (and its hold counters) stays current. Reliable events written
+            // since the last probe get one soon (confirmation).
             let recheck = match decision {
                 Decision::Hold { recheck_ns } => Some(recheck_ns.min(now + 1_000_000_000)),
-                Decision::Go => None,
+                Decision::Go => pacer.probe_due(awaiting),
             };
-            tokio::select! {
+            let probe_now = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => return SenderExit::Cancelled,
-                _ = shared.wake_sender.notified(), if !hold => {}
-                // Holding: a pong (or a control frame to send, or the probe
-                // timeout) ends the wait; new events coalesce meanwhile.
-                _ = ctx.pong.notified(), if hold => {}
-                _ = shared.wake_sender.notified(), if hold => {}
-                _ = sleep_until_ns(recheck.unwrap_or(0)), if hold => {}
+                // A pong: pacing may go on, and confirmations free room.
+                _ = ctx.pong.notified() => false,
+                _ = shared.wake_sender.notified() => false,
+                _ = sleep_until_ns(recheck.unwrap_or(0)), if recheck.is_some() => !hold,
                 _ = tick.tick() => {
-                    if let Some(t) = alive.check(&ctx) {
+                    if let Some(t) = alive.check(&ctx, false) {
                         return SenderExit::Keepalive(t);
                     }
-                    if cfg.ping_interval.is_some() {
-                        let now = clock::now_ns();
-                        let probe = crate::pacing::probe_payload(now, pacer.written());
-                        write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
-                        control_frames += 1;
-                        Counters::add(&counters.pings_sent, 1);
-                    }
+                    cfg.ping_interval.is_some()
                 }
+            };
+            if probe_now {
+                let now = clock::now_ns();
+                let offset = pacer.force_probe(now);
+                let probe = crate::pacing::probe_payload(now, offset);
+                write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
+                control_frames += 1;
+                Counters::add(&counters.pings_sent, 1);
             }
             // Whatever woke us, the lock above decides what to do next; a
             // stale idle flag only costs a spurious wake-up.
@@ -362,11 +389,15 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 buf.clear();
             }
         }
-        // A probe after the data: its pong says the server read all of it.
-        if let Some(offset) = pacer.take_probe(now, buf.len() as u64) {
+        // A probe after the data: its pong says the server read all of it
+        // (pacing, and confirmation of the reliable events written).
+        let end_offset = pacer.written() + buf.len() as u64;
+        let reliable = awaiting || batch.slots().iter().any(|s| !s.is_keyed());
+        if let Some(offset) = pacer.take_probe(now, buf.len() as u64, reliable) {
             let probe = crate::pacing::probe_payload(now, offset);
             write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
             control_frames += 1;
+            Counters::add(&counters.pings_sent, 1);
         }
         if !buf.is_empty() {
             if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
@@ -384,6 +415,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         control_frames = 0;
         // Settled when the next batch is taken (one lock per round).
         inflight.written_at = Some(now);
+        inflight.end_offset = end_offset;
         tracing::debug!(events, bytes, writes, "batch written");
     }
 }
@@ -414,7 +446,7 @@ async fn write_watched(
                 Err(e) => return Err(SenderExit::Io(e)),
             },
             _ = tick.tick() => {
-                if let Some(t) = alive.check(ctx) {
+                if let Some(t) = alive.check(ctx, true) {
                     return Err(SenderExit::Keepalive(t));
                 }
             }
@@ -427,7 +459,7 @@ async fn write_watched(
             _ = ctx.cancel.cancelled() => return Err(SenderExit::Cancelled),
             r = w.flush() => return r.map_err(SenderExit::Io),
             _ = tick.tick() => {
-                if let Some(t) = alive.check(ctx) {
+                if let Some(t) = alive.check(ctx, true) {
                     return Err(SenderExit::Keepalive(t));
                 }
             }

@@ -34,6 +34,9 @@ use crate::ConnectionState;
 /// hand-off batches events and `publish` stays a memory operation.
 const DIRECT_AFTER_IDLE_NS: u64 = 200_000;
 
+/// State changes kept for [`Shared::changes`] receivers that fall behind.
+const STATE_CHANGES_KEPT: usize = 64;
+
 /// A thread's scratch buffer is shrunk back to this after encoding a
 /// larger event, so one big message does not pin memory per thread.
 const SCRATCH_KEEP: usize = 64 << 10;
@@ -76,6 +79,8 @@ pub(crate) struct Outbox {
     pub idle_since_ns: u64,
     /// The current connection's direct-write path (plain TCP only).
     pub direct: Option<Direct>,
+    /// Reliable events written and not yet confirmed by the server.
+    pub unconfirmed: crate::confirm::Unconfirmed,
 }
 
 /// Per-connection state shared by that connection's sender and decoder.
@@ -126,6 +131,8 @@ pub(crate) struct Shared {
     pub inbound: Inbound,
     pub counters: Counters,
     pub state: watch::Sender<ConnectionState>,
+    /// Every state change, in order (the watch keeps only the latest).
+    pub changes: tokio::sync::broadcast::Sender<ConnectionState>,
     /// Stops everything at once (drop after the close timeout).
     pub shutdown: CancellationToken,
     /// `close()` was called (or the client dropped).
@@ -166,6 +173,7 @@ impl Shared {
                 written_through,
                 idle_since_ns: 0,
                 direct: None,
+                unconfirmed: Default::default(),
             }),
             wake_sender: Notify::new(),
             room: Notify::new(),
@@ -173,6 +181,7 @@ impl Shared {
             inbound,
             counters: Counters::default(),
             state: watch::Sender::new(ConnectionState::Connecting),
+            changes: tokio::sync::broadcast::channel(STATE_CHANGES_KEPT).0,
             shutdown: CancellationToken::new(),
             close_requested: CancellationToken::new(),
             last_error: Mutex::new(None),
@@ -245,10 +254,8 @@ impl Shared {
                     ob.ring
                         .push(key, scratch.header(), &scratch.head, tail, now, deadline);
                 if pushed.is_err() {
-                    return Err(PublishError::Full {
-                        queued: ob.ring.len(),
-                        bytes: ob.ring.bytes(),
-                    });
+                    let (queued, bytes) = ob.ring.held();
+                    return Err(PublishError::Full { queued, bytes });
                 }
                 wake = self.poke_sender(&mut ob);
             }
@@ -269,7 +276,10 @@ impl Shared {
     /// the sender from writing meanwhile. Returns false (nothing written)
     /// when the path does not apply or the socket has no room.
     fn try_direct(&self, ob: &mut Outbox, key: Option<KeyRef<'_>>, p: &Payload, now: u64) -> bool {
-        if !ob.sender_idle
+        // Keyed events only: reliable ones go through the sender, which keeps
+        // them until the server confirms them (see `confirm`).
+        if key.is_none()
+            || !ob.sender_idle
             || !ob.ring.is_empty()
             || !ob.control.raw.is_empty()
             || now.saturating_sub(ob.idle_since_ns) < DIRECT_AFTER_IDLE_NS
@@ -359,14 +369,22 @@ impl Shared {
 
     pub(crate) fn set_state(&self, s: ConnectionState) {
         tracing::info!(state = %s, "connection state");
-        self.state.send_replace(s);
+        // The watch first: whoever hears of a change from `changes` finds
+        // `state()` at least as new. No receiver is not an error.
+        self.state.send_replace(s.clone());
+        let _ = self.changes.send(s);
     }
 
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
-        let (ring, depth, bytes) = {
+        let (ring, depth, bytes, unconfirmed) = {
             let ob = self.outbox();
-            (ob.ring.counters(), ob.ring.len(), ob.ring.bytes())
+            (
+                ob.ring.counters(),
+                ob.ring.len(),
+                ob.ring.bytes(),
+                ob.unconfirmed.len(),
+            )
         };
         let g = Counters::get;
         let flushes = g(&c.flushes);
@@ -395,6 +413,8 @@ impl Shared {
             inbound_dropped: g(&c.inbound_dropped),
             inbound_queued: self.inbound.main.len() as u64,
             rpc_answered: g(&c.rpc_answered),
+            unconfirmed: unconfirmed as u64,
+            resent: g(&c.resent),
             pings_sent: g(&c.pings_sent),
             pongs_received: g(&c.pongs_received),
             connects: g(&c.connects),
@@ -442,6 +462,9 @@ impl Shared {
             if ob.terminal.is_none() {
                 ob.terminal = Some(reason.clone());
             }
+            // Written already; nothing more can be done for them.
+            ob.unconfirmed.clear();
+            ob.ring.set_reserved(0, 0);
             ob.ring.abandon_all()
         };
         if abandoned > 0 {
@@ -454,6 +477,12 @@ impl Shared {
 }
 
 impl Outbox {
+    /// Makes the ring's bounds cover the events awaiting confirmation.
+    pub(crate) fn sync_reserve(&mut self) {
+        let (items, bytes) = (self.unconfirmed.len(), self.unconfirmed.bytes());
+        self.ring.set_reserved(items, bytes);
+    }
+
     /// Counts a refusal that happened before the ring saw the event.
     pub(crate) fn ring_reject(&mut self) {
         self.ring.count_rejected();

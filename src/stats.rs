@@ -10,8 +10,9 @@ use std::time::Duration;
 /// (they are read under one lock), so every event offered to the client is
 /// accounted for:
 ///
-/// * `sent`: written to a socket (a reconnect may write a value twice: see
-///   the crate documentation on delivery);
+/// * `sent`: written to a socket (a reconnect may write a value twice:
+///   restored keyed values and `resent` reliable events count as published
+///   and sent again; see the crate documentation on delivery);
 /// * `coalesced`: replaced by a newer value of the same key before it was
 ///   written (the design's only silent drop, and it is counted);
 /// * `expired`: older than its maximum age when its turn came;
@@ -24,8 +25,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Events offered to `publish`/`send` (plus values restored after a
-    /// reconnect).
+    /// Events offered to `publish`/`send` (plus, after a reconnect, the
+    /// restored values and the reliable events written again).
     pub published: u64,
     /// Events written to a socket.
     pub sent: u64,
@@ -70,6 +71,14 @@ pub struct Stats {
     pub inbound_queued: u64,
     /// RPC requests answered by a registered answerer.
     pub rpc_answered: u64,
+    /// Reliable events written and not yet confirmed by the server (its
+    /// answer to a later ping proves it read them). If the connection is
+    /// lost, they are written again on the next one.
+    pub unconfirmed: u64,
+    /// Reliable events written again after a reconnect because the lost
+    /// connection had not confirmed them (each counts in `published` again;
+    /// the server may have read some of them already: duplicates).
+    pub resent: u64,
     /// Pings sent.
     pub pings_sent: u64,
     /// Pongs received.
@@ -123,6 +132,7 @@ pub(crate) struct Counters {
     pub rpc_answered: AtomicU64,
     pub pings_sent: AtomicU64,
     pub pongs_received: AtomicU64,
+    pub resent: AtomicU64,
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
     pub downtime_ns: AtomicU64,

@@ -31,6 +31,7 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
         }
         Counters::add(&shared.counters.disconnects, 1);
         tracing::warn!(%reason, "connection lost");
+        resend_unconfirmed(&shared);
         shared.set_last_error(&reason);
         shared.set_state(ConnectionState::Disconnected(reason.clone()));
         let down_since = Instant::now();
@@ -44,6 +45,7 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
             attempt += 1;
             attempts_total += 1;
             if policy.max_attempts.is_some_and(|m| attempt > m) {
+                add_downtime(&shared, down_since);
                 finish(
                     &shared,
                     Disconnect::GaveUp {
@@ -91,6 +93,29 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
     }
 }
 
+/// Right after a connection is lost: the reliable events it did not
+/// confirm go back to the front of the line, ahead of the interrupted batch
+/// (already requeued when the sender stopped) and everything queued, to be
+/// written again on the next connection (see `confirm`).
+fn resend_unconfirmed(shared: &Shared) {
+    let mut ob = shared.outbox();
+    let mut n = 0;
+    for mut batch in ob.unconfirmed.take_all() {
+        n += ob.ring.resend(&mut batch);
+    }
+    ob.ring.set_reserved(0, 0);
+    let head = ob.ring.head_seq();
+    ob.written_through = ob.written_through.min(head);
+    drop(ob);
+    if n > 0 {
+        Counters::add(&shared.counters.resent, n as u64);
+        tracing::info!(
+            resent = n,
+            "reliable events not confirmed by the lost connection will be written again"
+        );
+    }
+}
+
 fn add_downtime(shared: &Shared, since: Instant) {
     Counters::add(
         &shared.counters.downtime_ns,
@@ -124,6 +149,10 @@ fn finish(shared: &Shared, reason: Disconnect) {
     shared.set_state(ConnectionState::Closed(reason));
 }
 
+/// How long a failed write waits for the decoder to report the server's
+/// close frame.
+const CLOSE_FRAME_GRACE: Duration = Duration::from_millis(100);
+
 /// Runs one connection until it ends; returns why.
 async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
     let ctx = Arc::new(ConnCtx::new(conn.socket, shared.shutdown.child_token()));
@@ -152,7 +181,19 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
                 Ok(Ok(d)) => decoder_reason(d),
                 _ => Disconnect::Protocol("close reply sent".into()),
             },
-            SenderExit::Io(e) => Disconnect::from(e),
+            SenderExit::Io(e) => {
+                // A server that closes with a close frame and then drops the
+                // connection makes our next write fail, often before the
+                // decoder has read that frame: its code says more than the
+                // write error, so give the decoder a moment (it ends at
+                // once on a dead socket).
+                match tokio::time::timeout(CLOSE_FRAME_GRACE.min(close_timeout), &mut decoder).await {
+                    Ok(Ok(DecoderExit::ServerClosed { code, reason })) => {
+                        Disconnect::ServerClosed { code, reason }
+                    }
+                    _ => Disconnect::from(e),
+                }
+            }
             SenderExit::Keepalive(t) => Disconnect::KeepaliveTimeout(t),
             SenderExit::Cancelled => Disconnect::Local,
         },

@@ -1,0 +1,192 @@
+//! Delivery confirmation of reliable events.
+//!
+//! A write completes when the bytes are in the kernel. They can still be
+//! lost with the connection: in the kernel buffers, in a proxy, or read by
+//! the server's TCP stack but not yet by a server process that is being
+//! killed. Vuer 0.1.6 acknowledges nothing, but it answers pings in order:
+//! aiohttp's `WebSocketResponse.receive()` sends the pong when the
+//! application's receive loop reaches the ping, after it has returned every
+//! earlier message, and vuer's `downlink` dispatches each message before it
+//! asks for the next. The in-process server answers the same way. The
+//! sender's pings carry the byte offset written before them (see
+//! `pacing`), so a pong confirms everything written up to that offset.
+//!
+//! The sender keeps each written batch that holds reliable events here
+//! (only those events; the batch is moved, not copied, when it holds
+//! nothing else) until a pong confirms its end offset. When the connection
+//! is lost first, the supervisor puts the unconfirmed events back at the
+//! front of the line ([`Ring::resend`]) and they are written again on the
+//! next connection: reliable events arrive at least once. Keyed events are
+//! not kept: state restore sends the latest value of every key again.
+//!
+//! Bounded: the events kept count against the ring's bounds
+//! ([`Ring::set_reserved`]), so under [`Overflow::Reject`](crate::Overflow)
+//! `publish` refuses reliable events (and `send().await` waits) while
+//! queued, in-flight and unconfirmed events fill the bounds: a server that
+//! stops reading cannot make the client forget what it owes it.
+//!
+//! [`Ring::resend`]: crate::ring::Ring::resend
+//! [`Ring::set_reserved`]: crate::ring::Ring::set_reserved
+
+use std::collections::VecDeque;
+
+use crate::codec::Header;
+use crate::ring::Batch;
+
+/// Emptied batches kept for reuse.
+const SPARE_BATCHES: usize = 8;
+
+struct Entry {
+    /// Byte offset just past the batch's frames on the connection.
+    end: u64,
+    batch: Batch<Header>,
+}
+
+/// Reliable events written and not yet confirmed, oldest first.
+#[derive(Default)]
+pub(crate) struct Unconfirmed {
+    entries: VecDeque<Entry>,
+    items: usize,
+    bytes: usize,
+    spare: Vec<Batch<Header>>,
+}
+
+impl Unconfirmed {
+    /// Reliable events waiting for confirmation.
+    pub(crate) fn len(&self) -> usize {
+        self.items
+    }
+
+    /// Bytes of the events waiting for confirmation.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True when nothing waits for confirmation.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// An empty batch (reused when possible).
+    pub(crate) fn spare(&mut self) -> Batch<Header> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut b: Batch<Header>) {
+        if self.spare.len() < SPARE_BATCHES {
+            b.clear();
+            self.spare.push(b);
+        }
+    }
+
+    /// Takes the reliable events of a batch just written (those for which
+    /// `written` holds) to keep until a pong confirms `end`. `batch` is left
+    /// empty (a spare one takes its place).
+    pub(crate) fn keep(
+        &mut self,
+        batch: &mut Batch<Header>,
+        end: u64,
+        written: impl Fn(&crate::ring::Slot<Header>) -> bool,
+    ) {
+        let mut b = std::mem::replace(batch, self.spare());
+        b.retain(|s| !s.is_keyed() && written(s));
+        if b.is_empty() {
+            self.recycle(b);
+            return;
+        }
+        self.items += b.len();
+        self.bytes += b.bytes();
+        self.entries.push_back(Entry { end, batch: b });
+    }
+
+    /// The server has read everything up to byte `acked`: releases the
+    /// batches that end there or before. Returns true if any was released.
+    pub(crate) fn confirm(&mut self, acked: u64) -> bool {
+        let mut freed = false;
+        while self.entries.front().is_some_and(|e| e.end <= acked) {
+            let e = self.entries.pop_front().expect("front exists");
+            self.items -= e.batch.len();
+            self.bytes -= e.batch.bytes();
+            self.recycle(e.batch);
+            freed = true;
+        }
+        freed
+    }
+
+    /// Every unconfirmed batch, newest first (putting each at the front of
+    /// the line in this order leaves them oldest first); the tracker is left
+    /// empty.
+    pub(crate) fn take_all(&mut self) -> Vec<Batch<Header>> {
+        self.items = 0;
+        self.bytes = 0;
+        self.entries.drain(..).rev().map(|e| e.batch).collect()
+    }
+
+    /// Forgets everything (the client is closed for good).
+    pub(crate) fn clear(&mut self) {
+        for b in self.take_all() {
+            self.recycle(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{KeyRef, Overflow, Ring, RingLimits};
+    use bytes::Bytes;
+
+    fn written_batch(ring: &mut Ring<Header>, values: &[(bool, u8)]) -> Batch<Header> {
+        for &(keyed, v) in values {
+            let key = keyed.then_some(KeyRef {
+                etype: "E",
+                key: "k",
+            });
+            ring.push(key, Header::default(), &[v; 4], Bytes::new(), 0, u64::MAX)
+                .unwrap();
+        }
+        let mut b = Batch::default();
+        ring.take_all(&mut b);
+        ring.settle(&b, true, |_| false);
+        b
+    }
+
+    fn ring() -> Ring<Header> {
+        Ring::new(
+            RingLimits {
+                max_items: 100,
+                max_bytes: 10_000,
+                max_keys: 10,
+            },
+            Overflow::Reject,
+        )
+    }
+
+    #[test]
+    fn a_pong_releases_what_ended_before_its_offset() {
+        let mut r = ring();
+        let mut u = Unconfirmed::default();
+        let mut b = written_batch(&mut r, &[(false, 1), (true, 9), (false, 2)]);
+        u.keep(&mut b, 100, |_| true);
+        assert!(b.is_empty());
+        assert_eq!((u.len(), u.bytes()), (2, 8)); // keyed items are not kept
+        let mut b = written_batch(&mut r, &[(false, 3)]);
+        u.keep(&mut b, 200, |_| true);
+        assert!(!u.confirm(99));
+        assert!(u.confirm(150));
+        assert_eq!(u.len(), 1);
+        let mut rest = u.take_all();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(r.resend(&mut rest[0]), 1);
+        assert!(u.is_empty());
+    }
+
+    #[test]
+    fn keyed_only_batches_are_not_kept() {
+        let mut r = ring();
+        let mut u = Unconfirmed::default();
+        let mut b = written_batch(&mut r, &[(true, 1)]);
+        u.keep(&mut b, 10, |_| true);
+        assert!(u.is_empty());
+    }
+}

@@ -1,0 +1,1536 @@
+//! Resilience under faults: servers killed and restarted, servers that stop
+//! reading, stalled, cut and half-open links (through an in-process proxy,
+//! tests/common/proxy.rs), close codes, and the reconnect options. Every
+//! test checks the same contract:
+//!
+//! * no panic, bounded memory;
+//! * a reconnect within the backoff bound;
+//! * the new session gets INIT first, then the latest value of every key
+//!   (state restore);
+//! * every reliable event accepted is delivered (duplicates across a
+//!   reconnect allowed, losses not), in order within each session;
+//! * `published == sent + coalesced + expired + rejected + dropped + pending`.
+//!
+//! Run with `VUER_PYTHON=/path/to/python cargo test --test resilience`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::bounded;
+use common::proxy::{Cut, Direction, Proxy, ProxyOptions};
+use tokio::sync::{broadcast, watch};
+use vuer_client::server::{LocalServer, Received, ServerOptions};
+use vuer_client::{
+    ConnectionState, Disconnect, DynEvent, PublishError, Publisher, Reconnect, Stats, VuerClient,
+};
+
+/// Keys of the keyed (latest value wins) stream.
+const KEYS: usize = 4;
+
+/// Short backoff for tests: 20 ms doubling to 200 ms, ± 20 %.
+fn fast_reconnect() -> Reconnect {
+    Reconnect {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        multiplier: 2.0,
+        jitter: 0.2,
+        max_attempts: None,
+    }
+}
+
+/// The longest a reconnect may take once the server is back: one full
+/// backoff delay (plus jitter) and the connect itself, with slack for a
+/// loaded 2-core CI machine.
+const RECONNECT_BOUND: Duration = Duration::from_millis(240 + 760);
+
+/// Tests in this file run one at a time: they measure time and memory, and
+/// the machine has two cores.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+fn check_identity(s: &Stats) {
+    assert_eq!(
+        s.published,
+        s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending,
+        "published != sent + coalesced + expired + rejected + dropped + pending: {s:#?}"
+    );
+}
+
+/// Resident memory of this process, bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS value");
+    kb * 1024
+}
+
+fn key_name(k: usize) -> String {
+    format!("k{k}")
+}
+
+fn pose(k: usize, v: i64) -> DynEvent {
+    DynEvent::new("POSE").key(key_name(k)).value(v)
+}
+
+fn cmd(seq: i64) -> DynEvent {
+    DynEvent::new("CMD").value(seq).reliable()
+}
+
+/// What a producer got accepted.
+#[derive(Debug, Default, Clone)]
+struct Published {
+    /// Latest accepted value of each key.
+    last: Vec<Option<i64>>,
+    /// Reliable events accepted (by sequence number).
+    reliable: Vec<i64>,
+    /// Reliable events refused with `Full` (not accepted: not owed).
+    reliable_full: u64,
+}
+
+/// A producer publishing, every `period`, one value for each of the
+/// `KEYS` keys (values increase) and one reliable event, until stopped.
+struct Producer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Published>,
+}
+
+impl Producer {
+    fn start(p: Publisher, period: Duration) -> Producer {
+        Self::start_from(p, period, 0, 0)
+    }
+
+    fn start_from(p: Publisher, period: Duration, first_value: i64, first_seq: i64) -> Producer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut out = Published {
+                last: vec![None; KEYS],
+                ..Default::default()
+            };
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut v = first_value;
+            let mut seq = first_seq;
+            while !flag.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for k in 0..KEYS {
+                    match p.publish(&pose(k, v)) {
+                        Ok(()) => out.last[k] = Some(v),
+                        Err(PublishError::Full { .. }) => {}
+                        Err(e) => panic!("publish: {e}"),
+                    }
+                }
+                v += 1;
+                match p.publish(&cmd(seq)) {
+                    Ok(()) => out.reliable.push(seq),
+                    Err(PublishError::Full { .. }) => out.reliable_full += 1,
+                    Err(e) => panic!("publish: {e}"),
+                }
+                seq += 1;
+            }
+            out
+        });
+        Producer { stop, task }
+    }
+
+    async fn stop(self) -> Published {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("producer panicked")
+    }
+}
+
+/// Every state the client goes through ([`VuerClient::state_changes`]),
+/// and the latest one ([`VuerClient::watch_state`]) to wait on.
+struct StateLog {
+    rx: watch::Receiver<ConnectionState>,
+    changes: broadcast::Receiver<ConnectionState>,
+}
+
+impl StateLog {
+    fn follow(client: &VuerClient) -> StateLog {
+        StateLog {
+            changes: client.state_changes(),
+            rx: client.watch_state(),
+        }
+    }
+
+    /// Waits until the state satisfies `pred`.
+    async fn wait(&mut self, what: &str, pred: impl Fn(&ConnectionState) -> bool) {
+        let ok = tokio::time::timeout(Duration::from_secs(20), self.rx.wait_for(|s| pred(s)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(ok, "state never became {what}; now {:?}", *self.rx.borrow());
+    }
+
+    async fn connected(&mut self) {
+        self.wait("Connected", |s| matches!(s, ConnectionState::Connected))
+            .await
+    }
+
+    async fn not_connected(&mut self) {
+        self.wait("not Connected", |s| {
+            !matches!(s, ConnectionState::Connected)
+        })
+        .await
+    }
+
+    /// Consumes changes until one satisfies `pred`; returns it and what
+    /// came before it.
+    async fn until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ConnectionState) -> bool,
+    ) -> (ConnectionState, Vec<ConnectionState>) {
+        let mut before = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.changes.recv()).await {
+                Ok(Ok(s)) if pred(&s) => return (s, before),
+                Ok(Ok(s)) => before.push(s),
+                Ok(Err(e)) => panic!("state changes: {e}"),
+                Err(_) => panic!("no state change {what} within 20 s; saw {before:?}"),
+            }
+        }
+    }
+
+    /// The changes since the last call.
+    fn take(&mut self) -> Vec<ConnectionState> {
+        let mut out = Vec::new();
+        loop {
+            match self.changes.try_recv() {
+                Ok(s) => out.push(s),
+                Err(broadcast::error::TryRecvError::Empty) => return out,
+                Err(e) => panic!("state changes: {e}"),
+            }
+        }
+    }
+}
+
+/// Events received by the server(s), grouped per session (one websocket
+/// connection), in the order the sessions happened.
+fn sessions(logs: &[Vec<Received>]) -> Vec<Vec<Received>> {
+    let mut out = Vec::new();
+    for log in logs {
+        let mut by_conn: BTreeMap<u64, Vec<Received>> = BTreeMap::new();
+        for r in log {
+            by_conn.entry(r.conn).or_default().push(r.clone());
+        }
+        out.extend(by_conn.into_values());
+    }
+    out
+}
+
+fn int(r: &Received) -> i64 {
+    r.event
+        .data()
+        .ok()
+        .and_then(|v| v.as_i64())
+        .unwrap_or_else(|| panic!("not an int: {:?}", r.event.data()))
+}
+
+fn pose_key(r: &Received) -> Option<usize> {
+    if r.event.etype() != "POSE" {
+        return None;
+    }
+    let k = r.event.key()?;
+    k.strip_prefix('k')?.parse().ok()
+}
+
+/// The delivery contract over the sessions a server saw:
+/// INIT first in each session; reliable events in order within a session;
+/// every accepted reliable event delivered; each new session starts every
+/// key at (or after) the latest value of the sessions before it; the last
+/// session ends with the latest value of every key.
+///
+/// Returns (sessions, duplicate reliable deliveries).
+fn check_delivery(sessions: &[Vec<Received>], published: &Published) -> (usize, usize) {
+    let mut seen_reliable: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut latest: Vec<Option<i64>> = vec![None; KEYS];
+    for (i, s) in sessions.iter().enumerate() {
+        assert_eq!(
+            s[0].event.etype(),
+            "INIT",
+            "session {i} does not start with INIT"
+        );
+        assert!(
+            s.iter().skip(1).all(|r| r.event.etype() != "INIT"),
+            "session {i}: a second INIT"
+        );
+        let mut prev_cmd = None;
+        let mut first: Vec<Option<i64>> = vec![None; KEYS];
+        let mut last_in_session: Vec<Option<i64>> = vec![None; KEYS];
+        for r in s.iter().skip(1) {
+            match r.event.etype() {
+                "CMD" => {
+                    let seq = int(r);
+                    assert!(
+                        prev_cmd.map_or(true, |p| seq > p),
+                        "session {i}: reliable events out of order: {seq} after {prev_cmd:?}"
+                    );
+                    prev_cmd = Some(seq);
+                    *seen_reliable.entry(seq).or_default() += 1;
+                }
+                "POSE" => {
+                    let k = pose_key(r).expect("POSE key");
+                    let v = int(r);
+                    if let Some(p) = last_in_session[k] {
+                        assert!(v > p, "session {i}: key {k} went back from {p} to {v}");
+                    }
+                    first[k].get_or_insert(v);
+                    last_in_session[k] = Some(v);
+                }
+                "MARK" => {}
+                other => panic!("unexpected etype {other}"),
+            }
+        }
+        if i > 0 {
+            for k in 0..KEYS {
+                if let (Some(f), Some(l)) = (first[k], latest[k]) {
+                    assert!(
+                        f >= l,
+                        "session {i} starts key {k} at {f}, older than {l} already delivered: \
+                         the state restore sent a stale value"
+                    );
+                }
+            }
+        }
+        for k in 0..KEYS {
+            if last_in_session[k].is_some() {
+                latest[k] = last_in_session[k];
+            }
+        }
+    }
+    let missing: Vec<i64> = published
+        .reliable
+        .iter()
+        .copied()
+        .filter(|s| !seen_reliable.contains_key(s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted reliable events never delivered (first: {:?})",
+        missing.len(),
+        published.reliable.len(),
+        &missing[..missing.len().min(20)]
+    );
+    let last = sessions.last().expect("at least one session");
+    for k in 0..KEYS {
+        if let Some(want) = published.last[k] {
+            let got = last.iter().rev().find(|r| pose_key(r) == Some(k)).map(int);
+            assert_eq!(
+                got,
+                Some(want),
+                "the last session does not end with the latest value of key {k}"
+            );
+        }
+    }
+    let dups = seen_reliable.values().map(|n| n - 1).sum();
+    (sessions.len(), dups)
+}
+
+/// True once `conn` has sent INIT and a value of every key.
+fn session_has_all_keys(log: &[Received], conn: u64) -> bool {
+    let keys: BTreeSet<usize> = log
+        .iter()
+        .filter(|r| r.conn == conn)
+        .filter_map(pose_key)
+        .collect();
+    keys.len() == KEYS
+}
+
+/// Waits until the server's current connection (the latest accepted) has
+/// received INIT and a value of every key: the session is up and restored.
+async fn wait_session_ready(server: &LocalServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = server.stats();
+        if st.connections > 0 && session_has_all_keys(&server.received(), st.connections - 1) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the current session never got every key: {st:?}"
+        );
+        server
+            .wait_until(
+                |s| s.events > st.events || s.connections > st.connections,
+                Duration::from_millis(100),
+            )
+            .await;
+    }
+}
+
+/// Waits until `pred` holds for what the server received.
+async fn wait_received(server: &LocalServer, what: &str, pred: impl Fn(&[Received]) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = server.stats().events;
+        if pred(&server.received()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never received {what}"
+        );
+        server
+            .wait_until(|s| s.events > n, Duration::from_millis(100))
+            .await;
+    }
+}
+
+/// Binds `addr` again for a restarted server (`SO_REUSEADDR`, retried
+/// while the old listener is still being closed by its task).
+async fn rebind(addr: SocketAddr) -> LocalServer {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        match socket.bind(addr).and_then(|()| socket.listen(128)) {
+            Ok(listener) => return LocalServer::from_listener(listener, ServerOptions::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("cannot bind {addr} again: {e}"),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Checks the states of one disconnect–reconnect cycle: Disconnected(reason),
+/// Reconnecting with
+/// attempts counting up from 1, then Connected.
+fn check_cycle(states: &[ConnectionState], want: impl Fn(&Disconnect) -> bool) {
+    let mut it = states.iter();
+    match it.next() {
+        Some(ConnectionState::Disconnected(r)) => assert!(want(r), "unexpected reason {r:?}"),
+        other => panic!("cycle does not start with Disconnected: {other:?} in {states:?}"),
+    }
+    let mut next_attempt = 1;
+    let mut connected = false;
+    for s in it {
+        match s {
+            ConnectionState::Reconnecting { attempt, delay } => {
+                assert!(!connected, "{states:?}");
+                assert_eq!(*attempt, next_attempt, "{states:?}");
+                assert!(*delay <= Duration::from_millis(200), "{delay:?}");
+                next_attempt += 1;
+            }
+            ConnectionState::Connected => {
+                assert!(!connected && next_attempt > 1, "{states:?}");
+                connected = true;
+            }
+            other => panic!("unexpected state {other:?} in {states:?}"),
+        }
+    }
+    assert!(connected, "cycle did not end Connected: {states:?}");
+}
+
+// ---------------------------------------------------------------------------
+// (a) The server is killed mid-stream and restarted on the same address.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_many_times() {
+    let _serial = serial().await;
+    bounded(60, async {
+        const CYCLES: usize = 20;
+        let mut server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let addr = server.addr();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .reconnect(Some(fast_reconnect()))
+            .ping_interval(Some(Duration::from_millis(200)))
+            .keepalive_timeout(Some(Duration::from_secs(1)))
+            .connect()
+            .await
+            .unwrap();
+        let mut states = StateLog::follow(&client);
+        let producer = Producer::start(client.publisher(), Duration::from_millis(1));
+        let mut rss_start = rss_bytes();
+
+        let mut logs = Vec::new();
+        let mut reconnect = Vec::new();
+        let mut downtime = Vec::new();
+        let mut detect = Vec::new();
+        for cycle in 0..CYCLES {
+            if cycle == 5 {
+                // Settled: from here on, memory must not grow with cycles.
+                rss_start = rss_bytes();
+            }
+            wait_session_ready(&server).await;
+            // Streams for 20..100 ms, then the kill lands mid-stream.
+            tokio::time::sleep(Duration::from_millis(20 + (cycle as u64 * 29) % 80)).await;
+            states.take();
+            let before = client.stats();
+            // Kill: connections dropped without a close frame, listener closed.
+            let killed = Instant::now();
+            server.abort_all();
+            server.shutdown();
+            states.not_connected().await;
+            detect.push(killed.elapsed());
+            logs.push(server.take_received());
+            drop(server);
+            // Down for 40..250 ms, so that some reconnects find nothing.
+            tokio::time::sleep(Duration::from_millis(40 + (cycle as u64 * 37) % 210)).await;
+            server = rebind(addr).await;
+            let up = Instant::now();
+            let (_, mut states_seen) = states
+                .until("Connected", |s| matches!(s, ConnectionState::Connected))
+                .await;
+            reconnect.push(up.elapsed());
+            downtime.push(killed.elapsed());
+            let after = client.stats();
+            assert_eq!(after.connects, before.connects + 1);
+            assert_eq!(after.disconnects, before.disconnects + 1);
+            assert!(after.downtime > before.downtime);
+            states_seen.push(ConnectionState::Connected);
+            check_cycle(&states_seen, |r| {
+                matches!(r, Disconnect::Eof | Disconnect::Io { .. })
+            });
+        }
+        wait_session_ready(&server).await;
+        let published = producer.stop().await;
+        client.flush().await.unwrap();
+        // Everything written is read by the server: a marker sent last.
+        client
+            .send(&DynEvent::new("MARK").reliable())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        wait_received(&server, "the marker", |log| {
+            log.iter().any(|r| r.event.etype() == "MARK")
+        })
+        .await;
+        logs.push(server.take_received());
+        let s = client.stats();
+        check_identity(&s);
+        assert_eq!(s.connects, CYCLES as u64 + 1);
+        assert_eq!(s.disconnects, CYCLES as u64);
+        let (n, dups) = check_delivery(&sessions(&logs), &published);
+        assert_eq!(n, CYCLES + 1);
+        // Duplicates come only from events written again after a reconnect.
+        assert!(
+            dups as u64 <= s.resent,
+            "{dups} duplicates, {} resent",
+            s.resent
+        );
+        let grown = rss_bytes().saturating_sub(rss_start);
+        // (The test keeps every received event: ~1 MB over 15 cycles.)
+        assert!(
+            grown < 16 << 20,
+            "RSS grew {} KiB over 15 cycles",
+            grown / 1024
+        );
+
+        for v in [&mut reconnect, &mut downtime, &mut detect] {
+            v.sort();
+        }
+        eprintln!(
+            "kill-restart x{CYCLES}: server up -> Connected p50 {:.1} ms, max {:.1} ms; \
+             downtime (kill -> Connected) p50 {:.1} ms, max {:.1} ms; \
+             kill detected p50 {:.2} ms, max {:.2} ms; stats.downtime {:?}; \
+             {} reliable events, {} resent, {dups} duplicates; RSS +{} KiB over cycles 5..20",
+            ms(percentile(&reconnect, 0.5)),
+            ms(*reconnect.last().unwrap()),
+            ms(percentile(&downtime, 0.5)),
+            ms(*downtime.last().unwrap()),
+            ms(percentile(&detect, 0.5)),
+            ms(*detect.last().unwrap()),
+            s.downtime,
+            published.reliable.len(),
+            s.resent,
+            grown / 1024,
+        );
+        assert!(
+            *reconnect.last().unwrap() <= RECONNECT_BOUND,
+            "a reconnect took {:?} after the server was back",
+            reconnect.last().unwrap()
+        );
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// (b) A server that accepts and never reads.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_reads() {
+    let _serial = serial().await;
+    bounded(60, async {
+        const LIMIT: usize = 256;
+        const LIMIT_BYTES: usize = 64 << 10;
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        server.pause_reading();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .reconnect(Some(fast_reconnect()))
+            .max_queued_events(LIMIT)
+            .max_queued_bytes(LIMIT_BYTES)
+            .ping_interval(Some(Duration::from_millis(200)))
+            .keepalive_timeout(Some(Duration::from_secs(1)))
+            .connect()
+            .await
+            .unwrap();
+        let mut states = StateLog::follow(&client);
+        // Fast: 5 000 rounds a second (4 keyed values and 1 reliable each).
+        let producer = Producer::start(client.publisher(), Duration::from_micros(200));
+        let start = Instant::now();
+
+        // Memory and queue bounds are sampled while the server stays silent.
+        let sampler = {
+            let p = client.publisher();
+            tokio::spawn(async move {
+                let mut max_depth = 0;
+                let mut max_bytes = 0;
+                let mut rss = Vec::new();
+                for i in 0.. {
+                    let s = p.stats();
+                    max_depth = max_depth.max(s.queue_depth);
+                    max_bytes = max_bytes.max(s.queue_bytes);
+                    check_identity(&s);
+                    if i % 10 == 0 {
+                        rss.push(rss_bytes());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if s.disconnects >= 3 {
+                        return (max_depth, max_bytes, rss);
+                    }
+                }
+                unreachable!()
+            })
+        };
+        // Keepalive declares the silent server dead (nothing acknowledged,
+        // no pong), three times over; the client reconnects each time.
+        let mut detected = Vec::new();
+        for _ in 0..3 {
+            let (s, _) = states
+                .until("Disconnected", |s| {
+                    matches!(s, ConnectionState::Disconnected(_))
+                })
+                .await;
+            assert_eq!(
+                s,
+                ConnectionState::Disconnected(Disconnect::KeepaliveTimeout(Duration::from_secs(1)))
+            );
+            detected.push(start.elapsed());
+            states
+                .until("Connected", |s| matches!(s, ConnectionState::Connected))
+                .await;
+        }
+        let (max_depth, max_bytes, rss) = sampler.await.unwrap();
+        let s = client.stats();
+        check_identity(&s);
+        // The line holds at most LIMIT, plus right after a reconnect the
+        // keyed values admitted while reliable ones awaited confirmation
+        // (one per key; see Ring::resend).
+        assert!(
+            max_depth <= (LIMIT + KEYS) as u64,
+            "queue depth {max_depth} > {LIMIT}"
+        );
+        assert!(max_bytes <= LIMIT_BYTES as u64, "queue bytes {max_bytes}");
+        assert!(s.coalesced > 10_000, "keyed values coalesce: {s:?}");
+        assert!(s.rejected > 0, "reliable events are refused when full");
+        // RSS steady: after the first reconnect, no growth beyond noise.
+        let settled = rss[rss.len() / 3];
+        let last = *rss.last().unwrap();
+        assert!(
+            last < settled + (8 << 20),
+            "RSS grew from {} KiB to {} KiB",
+            settled / 1024,
+            last / 1024
+        );
+
+        // The server reads again: everything owed arrives.
+        server.resume_reading();
+        states.connected().await;
+        let published = producer.stop().await;
+        client
+            .send(&DynEvent::new("MARK").reliable())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        wait_received(&server, "the marker", |log| {
+            log.iter().any(|r| r.event.etype() == "MARK")
+        })
+        .await;
+        let s = client.stats();
+        check_identity(&s);
+        let (n, dups) = check_delivery(&sessions(&[server.received()]), &published);
+        eprintln!(
+            "never-reading server: keepalive fired at {:?}; max queue depth {max_depth}/{LIMIT}, \
+             {max_bytes}/{LIMIT_BYTES} bytes; RSS {} -> {} KiB; {} sessions; \
+             {} reliable accepted, {} refused; {} coalesced; {} resent, {dups} duplicates",
+            detected,
+            settled / 1024,
+            last / 1024,
+            n,
+            published.reliable.len(),
+            published.reliable_full,
+            s.coalesced,
+            s.resent,
+        );
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+/// A client for fault tests: fast reconnect, 200 ms pings, 1 s keepalive.
+async fn client_for(uri: String) -> VuerClient {
+    VuerClient::builder()
+        .uri(uri)
+        .reconnect(Some(fast_reconnect()))
+        .ping_interval(Some(Duration::from_millis(200)))
+        .keepalive_timeout(Some(Duration::from_secs(1)))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Stops the producer, then checks that everything owed reached `server`
+/// (a marker sent last is read), the counts add up, and the delivery
+/// contract holds over `earlier` logs and the server's.
+async fn finish_and_check(
+    client: &VuerClient,
+    server: &LocalServer,
+    producer: Producer,
+    earlier: Vec<Vec<Received>>,
+) -> (Published, usize, usize) {
+    let published = producer.stop().await;
+    client
+        .send(&DynEvent::new("MARK").reliable())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    wait_received(server, "the marker", |log| {
+        log.iter().any(|r| r.event.etype() == "MARK")
+    })
+    .await;
+    let s = client.stats();
+    check_identity(&s);
+    let mut logs = earlier;
+    logs.push(server.received());
+    let (n, dups) = check_delivery(&sessions(&logs), &published);
+    assert!(
+        dups as u64 <= s.resent,
+        "{dups} duplicates, {} resent",
+        s.resent
+    );
+    (published, n, dups)
+}
+
+// ---------------------------------------------------------------------------
+// (c) The link stalls, recovers, then is cut.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_stalls_resumes_then_is_cut() {
+    let _serial = serial().await;
+    bounded(60, async {
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let proxy = Proxy::start(server.addr()).await.unwrap();
+        let client = client_for(proxy.uri()).await;
+        let mut states = StateLog::follow(&client);
+        let producer = Producer::start(client.publisher(), Duration::from_millis(1));
+        wait_session_ready(&server).await;
+
+        // A stall shorter than the keepalive timeout: no reconnect, and
+        // what was written meanwhile arrives once the link moves again.
+        proxy.stall(Direction::Both);
+        // Frames already past the proxy still land (later on a loaded
+        // machine): sample once the count has settled.
+        let mut frames = server.stats().frames;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = server.stats().frames;
+            if now == frames {
+                break;
+            }
+            frames = now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = server.stats().frames;
+        assert!(during <= frames + 2, "frames crossed a stalled link");
+        proxy.resume(Direction::Both);
+        let sent = client.stats().sent;
+        assert!(
+            server
+                .wait_until(|s| s.frames > sent, Duration::from_secs(10)) // + INIT
+                .await,
+            "what was written during the stall never arrived"
+        );
+        let s = client.stats();
+        assert_eq!(
+            (s.connects, s.disconnects),
+            (1, 0),
+            "a short stall reconnected"
+        );
+
+        // Cut with an RST, then with a FIN: a reconnect after each.
+        for how in [Cut::Reset, Cut::Fin] {
+            wait_session_ready(&server).await;
+            // The fault lands mid-stream.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            states.take();
+            let t = Instant::now();
+            assert_eq!(proxy.cut(how), 1);
+            let (_, mut cycle) = states
+                .until("Connected", |s| matches!(s, ConnectionState::Connected))
+                .await;
+            cycle.push(ConnectionState::Connected);
+            eprintln!("cut ({how:?}): reconnected in {:.1} ms", ms(t.elapsed()));
+            assert!(t.elapsed() <= RECONNECT_BOUND, "{:?}", t.elapsed());
+            // A FIN may arrive as an RST when the proxy had unread bytes.
+            check_cycle(&cycle, |r| {
+                matches!(r, Disconnect::Eof | Disconnect::Io { .. })
+            });
+        }
+        wait_session_ready(&server).await;
+        let (published, n, dups) = finish_and_check(&client, &server, producer, vec![]).await;
+        assert_eq!(n, 3);
+        let s = client.stats();
+        assert_eq!((s.connects, s.disconnects), (3, 2));
+        eprintln!(
+            "stall/resume/cut: {} reliable events delivered, {} resent, {dups} duplicates",
+            published.reliable.len(),
+            s.resent
+        );
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// (d) The server closes with 1000, 1009 and 1011.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_close_codes_are_reported_and_followed_by_a_reconnect() {
+    let _serial = serial().await;
+    bounded(60, async {
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let client = client_for(server.uri()).await;
+        let mut states = StateLog::follow(&client);
+        let producer = Producer::start(client.publisher(), Duration::from_millis(1));
+        let codes = [
+            (1000, "session over"),
+            (1009, "message too big"),
+            (1011, "internal error"),
+        ];
+        for (code, reason) in codes {
+            wait_session_ready(&server).await;
+            // The fault lands mid-stream.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            states.take();
+            let t = Instant::now();
+            assert_eq!(server.close_all(code, reason), 1);
+            let (_, mut cycle) = states
+                .until("Connected", |s| matches!(s, ConnectionState::Connected))
+                .await;
+            cycle.push(ConnectionState::Connected);
+            let want = Disconnect::ServerClosed {
+                code,
+                reason: reason.to_owned(),
+            };
+            check_cycle(&cycle, |r| *r == want);
+            assert!(t.elapsed() <= RECONNECT_BOUND, "{:?}", t.elapsed());
+            // The reason outlives the short Disconnected state.
+            let last_error = client.stats().last_error.unwrap_or_default();
+            assert!(
+                last_error.contains(&format!("code {code}: {reason}")),
+                "{last_error}"
+            );
+        }
+        wait_session_ready(&server).await;
+        let (_, n, _) = finish_and_check(&client, &server, producer, vec![]).await;
+        assert_eq!(n, 4);
+        let s = client.stats();
+        assert_eq!((s.connects, s.disconnects), (4, 3));
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// (e) A half-open link: the proxy black-holes both directions.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_link_is_found_by_keepalive() {
+    let _serial = serial().await;
+    bounded(60, async {
+        const PING: Duration = Duration::from_millis(200);
+        const KEEPALIVE: Duration = Duration::from_secs(1);
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        // Small proxy buffers: once black-holed, it acknowledges almost
+        // nothing more, as a vanished peer would.
+        let proxy = Proxy::start_with(
+            server.addr(),
+            ProxyOptions {
+                socket_buffer: Some(4096),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let client = client_for(proxy.uri()).await;
+        let mut states = StateLog::follow(&client);
+        let producer = Producer::start(client.publisher(), Duration::from_millis(1));
+        let mut detect = Vec::new();
+        for round in 0..2 {
+            wait_session_ready(&server).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            states.take();
+            let t = Instant::now();
+            // Earlier black-holed connections are still open too.
+            assert_eq!(proxy.black_hole(), round + 1);
+            let (dead, _) = states
+                .until("Disconnected", |s| {
+                    matches!(s, ConnectionState::Disconnected(_))
+                })
+                .await;
+            let found = t.elapsed();
+            assert_eq!(
+                dead,
+                ConnectionState::Disconnected(Disconnect::KeepaliveTimeout(KEEPALIVE))
+            );
+            // Declared dead once the timeout has passed without a sign of
+            // life, at a check (one per ping interval). Acknowledgements are
+            // sampled at checks and count only after a check saw a backlog,
+            // so the proxy's last one (the rest of its window, just after
+            // the black hole) is noticed up to two checks late: at most
+            // timeout + 3 intervals, plus slack.
+            assert!(
+                found >= KEEPALIVE - PING
+                    && found <= KEEPALIVE + 3 * PING + Duration::from_millis(300),
+                "half-open link found after {found:?}"
+            );
+            states
+                .until("Connected", |s| matches!(s, ConnectionState::Connected))
+                .await;
+            detect.push((found, t.elapsed()));
+        }
+        // The black-holed connections are still open at the proxy: nothing
+        // ever closed them from that side.
+        assert_eq!(proxy.open(), 3);
+        wait_session_ready(&server).await;
+        let (published, n, dups) = finish_and_check(&client, &server, producer, vec![]).await;
+        assert_eq!(n, 3);
+        let s = client.stats();
+        eprintln!(
+            "half-open: found after {:?} (keepalive {KEEPALIVE:?}, pings {PING:?}); \
+             {} reliable events delivered, {} resent, {dups} duplicates",
+            detect,
+            published.reliable.len(),
+            s.resent
+        );
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+/// A server whose application froze while its kernel still acknowledges:
+/// an idle client sends only pings, and their acknowledgements must not
+/// count as signs of life (the pongs never come).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_found_by_an_idle_client() {
+    let _serial = serial().await;
+    bounded(30, async {
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        server.pause_reading();
+        let client = client_for(server.uri()).await;
+        let mut states = StateLog::follow(&client);
+        let t = Instant::now();
+        let (dead, _) = states
+            .until("Disconnected", |s| {
+                matches!(s, ConnectionState::Disconnected(_))
+            })
+            .await;
+        assert_eq!(
+            dead,
+            ConnectionState::Disconnected(Disconnect::KeepaliveTimeout(Duration::from_secs(1)))
+        );
+        let found = t.elapsed();
+        assert!(found < Duration::from_millis(1700), "{found:?}");
+        let s = client.stats();
+        assert!(s.pings_sent >= 4 && s.pongs_received == 0, "{s:?}");
+        eprintln!("frozen server, idle client: found after {found:?}");
+        client.close().await.ok();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Reconnect options.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_attempts_gives_up_and_closes() {
+    let _serial = serial().await;
+    bounded(30, async {
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .reconnect(Some(Reconnect {
+                max_attempts: Some(3),
+                ..fast_reconnect()
+            }))
+            .connect()
+            .await
+            .unwrap();
+        let mut states = StateLog::follow(&client);
+        for i in 0..10 {
+            client.publish(&cmd(i)).unwrap();
+        }
+        client.flush().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events == 11, Duration::from_secs(5))
+                .await
+        );
+        // The server goes away for good.
+        server.abort_all();
+        server.shutdown();
+        drop(server);
+        states
+            .until("Disconnected", |s| {
+                matches!(s, ConnectionState::Disconnected(_))
+            })
+            .await;
+        // Accepted while disconnected: queued, then given up.
+        for i in 10..20 {
+            client.publish(&cmd(i)).unwrap();
+        }
+        let (closed, before) = states
+            .until("Closed", |s| matches!(s, ConnectionState::Closed(_)))
+            .await;
+        let attempts: Vec<u32> = before
+            .iter()
+            .map(|s| match s {
+                ConnectionState::Reconnecting { attempt, .. } => *attempt,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(attempts, vec![1, 2, 3]);
+        let ConnectionState::Closed(Disconnect::GaveUp {
+            attempts,
+            last_error,
+        }) = &closed
+        else {
+            panic!("{closed:?}");
+        };
+        assert_eq!(*attempts, 3);
+        assert!(last_error.contains("refused"), "{last_error}");
+        assert_eq!(client.state(), closed);
+        assert!(matches!(
+            client.publish(&cmd(99)),
+            Err(PublishError::Closed(Disconnect::GaveUp { .. }))
+        ));
+        assert!(matches!(
+            client.send(&cmd(99)).await,
+            Err(PublishError::Closed(Disconnect::GaveUp { .. }))
+        ));
+        let s = client.stats();
+        check_identity(&s);
+        assert_eq!(s.pending, 0);
+        // Dropped: the 10 accepted while disconnected, and the ones the dead
+        // server had not confirmed (put back in line to be resent).
+        assert_eq!(s.dropped, 10 + s.resent, "{s:?}");
+        assert_eq!((s.connects, s.disconnects), (1, 1));
+        // The time spent trying counts as downtime.
+        assert!(s.downtime >= Duration::from_millis(16 + 32 + 64), "{s:?}");
+        assert!(matches!(
+            client.close().await,
+            Err(Disconnect::GaveUp { .. })
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_first_connect_finds_a_server_that_starts_later() {
+    let _serial = serial().await;
+    bounded(30, async {
+        let port = common::free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let uri = format!("ws://{addr}");
+        // Without the option, the first failure is reported at once.
+        let err = VuerClient::builder()
+            .uri(&uri)
+            .reconnect(Some(fast_reconnect()))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, vuer_client::ConnectError::Refused { .. }),
+            "{err:?}"
+        );
+
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            LocalServer::start(ServerOptions {
+                addr,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        });
+        let t = Instant::now();
+        let client = VuerClient::builder()
+            .uri(&uri)
+            .reconnect(Some(fast_reconnect()))
+            .retry_first_connect(true)
+            .connect()
+            .await
+            .unwrap();
+        let waited = t.elapsed();
+        let server = late.await.unwrap();
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(
+            waited <= Duration::from_millis(300) + RECONNECT_BOUND,
+            "{waited:?}"
+        );
+        assert!(client.is_connected());
+        client.publish(&cmd(1)).unwrap();
+        client.flush().await.unwrap();
+        wait_received(&server, "INIT and the event", |log| {
+            log.iter().map(|r| r.event.etype()).collect::<Vec<_>>() == ["INIT", "CMD"]
+        })
+        .await;
+        assert_eq!(client.stats().connects, 1);
+        eprintln!(
+            "retry_first_connect: connected {waited:?} after the first try (server up at 300 ms)"
+        );
+        client.close().await.unwrap();
+
+        // With max_attempts, the retries end with the last error.
+        let port = common::free_port();
+        let err = VuerClient::builder()
+            .uri(format!("ws://127.0.0.1:{port}"))
+            .reconnect(Some(Reconnect {
+                max_attempts: Some(2),
+                ..fast_reconnect()
+            }))
+            .retry_first_connect(true)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, vuer_client::ConnectError::Refused { .. }),
+            "{err:?}"
+        );
+    })
+    .await;
+}
+
+/// After a reconnect, the session gets INIT and then the latest value of
+/// every key (restore_state on, the default), or only INIT (off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_state_off_does_not_resend_old_values() {
+    let _serial = serial().await;
+    bounded(30, async {
+        for restore in [true, false] {
+            let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+            let client = VuerClient::builder()
+                .uri(server.uri())
+                .reconnect(Some(fast_reconnect()))
+                .restore_state(restore)
+                .connect()
+                .await
+                .unwrap();
+            let mut states = StateLog::follow(&client);
+            for v in 1..=3 {
+                for k in 0..KEYS {
+                    client.publish(&pose(k, v)).unwrap();
+                }
+                client.flush().await.unwrap();
+            }
+            wait_session_ready(&server).await;
+            server.abort_all();
+            states
+                .until("Connected", |s| matches!(s, ConnectionState::Connected))
+                .await;
+            client
+                .send(&DynEvent::new("MARK").reliable())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+            wait_received(&server, "the marker", |log| {
+                log.iter().any(|r| r.event.etype() == "MARK")
+            })
+            .await;
+            let log = server.received();
+            let second: Vec<(String, Option<i64>)> = log
+                .iter()
+                .filter(|r| r.conn == 1)
+                .map(|r| {
+                    let v = pose_key(r).map(|_| int(r));
+                    (r.event.etype().to_owned(), v)
+                })
+                .collect();
+            let mut want = vec![("INIT".to_owned(), None)];
+            if restore {
+                // Restored in the order the values were first written.
+                want.extend((0..KEYS).map(|_| ("POSE".to_owned(), Some(3))));
+            }
+            want.push(("MARK".to_owned(), None));
+            assert_eq!(second, want, "restore_state({restore})");
+            check_identity(&client.stats());
+            client.close().await.unwrap();
+        }
+    })
+    .await;
+}
+
+/// While disconnected: keyed values coalesce (one per key), reliable ones
+/// fill the bounds and are then refused (publish) or wait (send().await);
+/// all of it is delivered after the reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_while_disconnected_is_bounded_then_delivered() {
+    let _serial = serial().await;
+    bounded(30, async {
+        const LIMIT: usize = 64;
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let addr = server.addr();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .reconnect(Some(fast_reconnect()))
+            .max_queued_events(LIMIT)
+            .connect()
+            .await
+            .unwrap();
+        let mut states = StateLog::follow(&client);
+        client.publish(&pose(0, 0)).unwrap();
+        client.flush().await.unwrap();
+        wait_received(&server, "the first value", |log| log.len() == 2).await;
+        let first_log = server.take_received();
+        server.abort_all();
+        server.shutdown();
+        drop(server);
+        states
+            .until("Reconnecting", |s| {
+                matches!(s, ConnectionState::Reconnecting { .. })
+            })
+            .await;
+
+        let mut published = Published {
+            last: vec![None; KEYS],
+            ..Default::default()
+        };
+        for v in 1..=1000 {
+            for k in 0..KEYS {
+                client.publish(&pose(k, v)).unwrap();
+                published.last[k] = Some(v);
+            }
+        }
+        let s = client.stats();
+        assert_eq!(s.queue_depth, KEYS as u64, "keyed values coalesce: {s:?}");
+        let mut seq = 0;
+        let full = loop {
+            match client.publish(&cmd(seq)) {
+                Ok(()) => published.reliable.push(seq),
+                Err(e) => break e,
+            }
+            seq += 1;
+            assert!(seq < 10 * LIMIT as i64, "never full");
+        };
+        assert_eq!(
+            full,
+            PublishError::Full {
+                queued: LIMIT,
+                bytes: client.stats().queue_bytes as usize
+            }
+        );
+        assert_eq!(published.reliable.len(), LIMIT - KEYS);
+        // A keyed value still replaces its queued one.
+        client.publish(&pose(0, 1001)).unwrap();
+        published.last[0] = Some(1001);
+        let s = client.stats();
+        assert_eq!(s.queue_depth, LIMIT as u64);
+        assert_eq!(s.rejected, 1);
+        check_identity(&s);
+        // send().await waits for room...
+        let last = cmd(seq);
+        let waiting = client.send(&last);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+                .await
+                .is_err(),
+            "send() returned while the queue was full"
+        );
+        // ...which the restarted server makes.
+        let server = rebind(addr).await;
+        waiting.await.unwrap();
+        published.reliable.push(seq);
+        states.connected().await;
+        client
+            .send(&DynEvent::new("MARK").reliable())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        wait_received(&server, "the marker", |log| {
+            log.iter().any(|r| r.event.etype() == "MARK")
+        })
+        .await;
+        let s = client.stats();
+        check_identity(&s);
+        assert_eq!(s.rejected, 1, "a send that waited is not a rejection");
+        let (n, dups) = check_delivery(&sessions(&[first_log, server.received()]), &published);
+        assert_eq!((n, dups), (2, 0));
+        // The new session got the latest value of every key, then the
+        // reliable events in order.
+        let second = server.received();
+        assert_eq!(second[0].event.etype(), "INIT");
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Interop: the real Python vuer 0.1.6 server, killed (no close frame) and
+// started again on the same port.
+
+fn py_event(etype: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |v| v["kind"] == "event" && v["etype"] == etype
+}
+
+/// Every line `py` printed: those already seen and the rest, until its
+/// output ends (after `kill`) or stays quiet for `quiet`.
+async fn drain_lines(py: &mut common::PyServer, quiet: Duration) -> Vec<serde_json::Value> {
+    while py.next(quiet).await.is_some() {}
+    py.seen.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_server_killed_and_restarted_on_the_same_port() {
+    let _serial = serial().await;
+    let _py = common::python_lock().await;
+    bounded(100, async {
+        const T: Duration = Duration::from_secs(30);
+        const ETYPES: [&str; 4] = ["INIT", "POSE", "CMD", "MARK"];
+        let port = common::free_port();
+        let mut py = common::PyServer::start_on(port, "record", &ETYPES).await;
+        let client = client_for(py.uri()).await;
+        let mut states = StateLog::follow(&client);
+        assert_eq!(
+            py.expect(|v| v["kind"] == "spawn", T).await["handler"],
+            "rust"
+        );
+        py.expect(py_event("INIT"), T).await;
+
+        // 1. Killed mid-stream (100 rounds a second), started again.
+        let producer = Producer::start(client.publisher(), Duration::from_millis(10));
+        py.collect(30, py_event("CMD"), T).await;
+        states.take();
+        let killed = Instant::now();
+        py.kill();
+        let first = drain_lines(&mut py, Duration::from_millis(200)).await;
+        let (lost, _) = states
+            .until("Disconnected", |s| {
+                matches!(s, ConnectionState::Disconnected(_))
+            })
+            .await;
+        let mut py2 = common::PyServer::start_on(port, "record", &ETYPES).await;
+        let up = Instant::now();
+        let (_, mut cycle) = states
+            .until("Connected", |s| matches!(s, ConnectionState::Connected))
+            .await;
+        let reconnect1 = up.elapsed();
+        let down1 = killed.elapsed();
+        cycle.insert(0, lost);
+        cycle.push(ConnectionState::Connected);
+        check_cycle(&cycle, |r| {
+            matches!(r, Disconnect::Eof | Disconnect::Io { .. })
+        });
+        // The new session's spawn handler runs and gets INIT first.
+        let spawn = py2.expect(|v| v["kind"] == "spawn", T).await;
+        assert_eq!(spawn["handler"], "rust");
+        let events: Vec<serde_json::Value> = py2.collect(1, |v| v["kind"] == "event", T).await;
+        assert_eq!(events[0]["etype"], "INIT", "{events:?}");
+        // The stream goes on.
+        py2.collect(30, py_event("CMD"), T).await;
+        let published = producer.stop().await;
+        client
+            .send(&DynEvent::new("MARK").reliable())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        py2.expect(py_event("MARK"), T).await;
+        let second = py2.seen.clone();
+
+        // Reliable events: none lost across the kill.
+        let cmds: BTreeSet<i64> = first
+            .iter()
+            .chain(&second)
+            .filter(|v| py_event("CMD")(v))
+            .map(|v| v["value"].as_i64().unwrap())
+            .collect();
+        let missing: Vec<i64> = published
+            .reliable
+            .iter()
+            .copied()
+            .filter(|s| !cmds.contains(s))
+            .collect();
+        assert!(missing.is_empty(), "reliable events lost: {missing:?}");
+        // Keyed values: the new session starts each key at the latest
+        // value or later, and ends with the latest published.
+        let by_key = |lines: &[serde_json::Value]| {
+            let mut m: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+            for v in lines.iter().filter(|v| py_event("POSE")(v)) {
+                m.entry(v["key"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push(v["value"].as_i64().unwrap());
+            }
+            m
+        };
+        let (before, after) = (by_key(&first), by_key(&second));
+        for k in 0..KEYS {
+            let name = key_name(k);
+            let old = before[&name].last().unwrap();
+            let new = &after[&name];
+            assert!(new[0] >= *old, "key {name} restarted at {} < {old}", new[0]);
+            assert_eq!(Some(*new.last().unwrap()), published.last[k], "key {name}");
+        }
+
+        // 2. Killed while idle: the next session gets exactly the latest
+        // value of every key (restored), with nothing published meanwhile.
+        states.take();
+        let killed = Instant::now();
+        py2.kill();
+        states
+            .until("Disconnected", |s| {
+                matches!(s, ConnectionState::Disconnected(_))
+            })
+            .await;
+        let mut py3 = common::PyServer::start_on(port, "record", &ETYPES).await;
+        let up = Instant::now();
+        states
+            .until("Connected", |s| matches!(s, ConnectionState::Connected))
+            .await;
+        let reconnect2 = up.elapsed();
+        let down2 = killed.elapsed();
+        py3.expect(|v| v["kind"] == "spawn", T).await;
+        let events = py3.collect(1 + KEYS, |v| v["kind"] == "event", T).await;
+        assert_eq!(events[0]["etype"], "INIT");
+        let restored: BTreeMap<String, i64> = events[1..]
+            .iter()
+            .map(|v| {
+                assert_eq!(v["etype"], "POSE", "{events:?}");
+                (
+                    v["key"].as_str().unwrap().to_owned(),
+                    v["value"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let want: BTreeMap<String, i64> = (0..KEYS)
+            .map(|k| (key_name(k), published.last[k].unwrap()))
+            .collect();
+        assert_eq!(restored, want);
+
+        let s = client.stats();
+        check_identity(&s);
+        assert_eq!((s.connects, s.disconnects), (3, 2));
+        eprintln!(
+            "python kill/restart: server ready -> Connected {:.1} ms and {:.1} ms; \
+             downtime (kill -> Connected, includes the ~python start) {:.0} ms and {:.0} ms; \
+             {} reliable events, none lost, {} resent",
+            ms(reconnect1),
+            ms(reconnect2),
+            ms(down1),
+            ms(down2),
+            published.reliable.len(),
+            s.resent
+        );
+        assert!(reconnect1 <= RECONNECT_BOUND && reconnect2 <= RECONNECT_BOUND);
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// The proxy itself (tests/common/proxy.rs), against a TCP echo server.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_limits_stalls_black_holes_and_cuts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = serial().await;
+    bounded(30, async {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = echo.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let proxy = Proxy::start(target).await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+
+        // Bandwidth: 50 KB up at 100 KB/s takes about half a second.
+        proxy.set_bandwidth(Direction::Up, Some(100_000));
+        let t = Instant::now();
+        c.write_all(&[1u8; 50_000]).await.unwrap();
+        c.read_exact(&mut buf[..50_000]).await.unwrap();
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took <= Duration::from_secs(3),
+            "{took:?}"
+        );
+        proxy.set_bandwidth(Direction::Both, None);
+
+        // A stall in one direction holds the bytes until resumed.
+        proxy.stall(Direction::Down);
+        c.write_all(b"ping").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await;
+        assert!(r.is_err(), "bytes crossed a stalled direction");
+        proxy.resume(Direction::Down);
+        c.read_exact(&mut buf[..4]).await.unwrap();
+        assert_eq!(&buf[..4], b"ping");
+        // Counted once each write returns (a moment after the echo).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while proxy.forwarded() != (50_004, 50_004) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(proxy.forwarded(), (50_004, 50_004));
+
+        // A black hole: nothing crosses, nothing closes.
+        assert_eq!(proxy.black_hole(), 1);
+        c.write_all(b"lost").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
+        assert!(r.is_err(), "a black hole answered or closed: {r:?}");
+        assert_eq!(proxy.open(), 1);
+
+        // New connections work; a cut with RST resets them.
+        let mut d = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        d.write_all(b"again").await.unwrap();
+        d.read_exact(&mut buf[..5]).await.unwrap();
+        assert_eq!(proxy.cut(Cut::Reset), 2);
+        let err = d.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(proxy.accepted(), 2);
+    })
+    .await;
+}
