@@ -203,7 +203,7 @@ async fn dispatch(shared: &Shared, ctx: &ConnCtx, ev: ServerEvent) -> Option<Dec
             Routed::Blocked(queue, back, so_far) => {
                 // Backpressure: stop reading until the application makes room.
                 ctx.paused.store(true, Ordering::Relaxed);
-                queue.room().await;
+                queue.room(back.len()).await;
                 ctx.paused.store(false, Ordering::Relaxed);
                 ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
                 ev = *back;
