@@ -45,6 +45,13 @@ pub(crate) enum DecoderExit {
     Cancelled,
 }
 
+/// Largest payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+fn is_control(opcode: OpCode) -> bool {
+    matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
+}
+
 /// A message being reassembled from fragments.
 struct Partial {
     text: bool,
@@ -87,6 +94,10 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
         };
         ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
         let (fin, opcode) = (frame.fin, frame.opcode);
+        if is_control(opcode) && frame.payload.len() > MAX_CONTROL_PAYLOAD {
+            // RFC 6455 §5.5 (fastwebsockets checks pings only).
+            return protocol(shared, 1002, "control frame payload over 125 bytes");
+        }
         let message = match opcode {
             OpCode::Binary | OpCode::Text => {
                 if partial.is_some() {
