@@ -52,6 +52,23 @@ fn is_control(opcode: OpCode) -> bool {
     matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
 }
 
+/// True if the server masked this frame (in the client role, fastwebsockets
+/// neither rejects nor unmasks such frames, and does not expose the mask).
+///
+/// Unmasking changes the payload exactly when a mask byte that applies to it
+/// is non-zero, so the first (up to) four bytes tell: compare them before
+/// and after [`Frame::unmask`](fastwebsockets::Frame::unmask), a no-op for
+/// unmasked frames. A masked frame that unmasking does not change (empty
+/// payload, or zero mask bytes) carries its payload unaltered and is let
+/// through.
+fn is_masked(frame: &mut fastwebsockets::Frame<'_>) -> bool {
+    let n = frame.payload.len().min(4);
+    let mut head = [0u8; 4];
+    head[..n].copy_from_slice(&frame.payload[..n]);
+    frame.unmask();
+    frame.payload[..n] != head[..n]
+}
+
 /// A message being reassembled from fragments.
 struct Partial {
     text: bool,
@@ -88,10 +105,14 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
     let mut no_obligation = |_f: fastwebsockets::Frame<'_>| async { Ok::<(), io::Error>(()) };
 
     loop {
-        let frame = match ws.read_frame(&mut no_obligation).await {
+        let mut frame = match ws.read_frame(&mut no_obligation).await {
             Ok(f) => f,
             Err(e) => return read_error(shared, e, limit),
         };
+        if is_masked(&mut frame) {
+            // RFC 6455 §5.1: a client must close on a masked frame.
+            return protocol(shared, 1002, "masked frame from the server");
+        }
         ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
         let (fin, opcode) = (frame.fin, frame.opcode);
         if is_control(opcode) && frame.payload.len() > MAX_CONTROL_PAYLOAD {
