@@ -143,10 +143,14 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
                     return too_big(shared, limit);
                 }
                 p.data.extend_from_slice(&frame.payload);
-                if fin {
-                    partial.take().map(|p| (p.text, p.data))
-                } else {
+                if !fin {
                     None
+                } else if p.text && std::str::from_utf8(&p.data).is_err() {
+                    // fastwebsockets checks unfragmented text frames only;
+                    // a reassembled one gets the same treatment.
+                    return protocol(shared, 1007, "text message is not UTF-8");
+                } else {
+                    partial.take().map(|p| (p.text, p.data))
                 }
             }
             OpCode::Ping => {
