@@ -61,10 +61,20 @@ impl Drop for InFlight<'_> {
 }
 
 /// Keepalive: the server is alive if a frame arrived (decoder) or the peer
-/// acknowledged more of our bytes (`TCP_INFO`) within the timeout.
+/// acknowledged more of our event bytes (`TCP_INFO`) within the timeout.
+///
+/// Control frames (our pings and pongs) do not count: the peer's kernel
+/// acknowledges them whether or not the server reads, so a hung server would
+/// look alive forever on pings alone. Their bytes are subtracted from
+/// `bytes_acked`, and only a new maximum of the difference is progress (a
+/// ping written but not yet acknowledged lowers it; its acknowledgment only
+/// brings it back).
 struct Liveness {
     timeout: Option<Duration>,
-    last_acked: u64,
+    /// Bytes of control frames written so far.
+    control_written: u64,
+    /// Largest `bytes_acked - control_written` seen.
+    data_acked: u64,
     last_ack_ns: u64,
 }
 
@@ -73,8 +83,9 @@ impl Liveness {
         let timeout = self.timeout?;
         let now = clock::now_ns();
         if let Some(info) = ctx.socket.info() {
-            if info.bytes_acked != self.last_acked {
-                self.last_acked = info.bytes_acked;
+            let data = info.bytes_acked.saturating_sub(self.control_written);
+            if data > self.data_acked {
+                self.data_acked = data;
                 self.last_ack_ns = now;
             }
         }
@@ -109,7 +120,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
     let mut tick = ticker(cfg.ping_interval.unwrap_or(Duration::from_secs(1)));
     let mut alive = Liveness {
         timeout: cfg.keepalive_timeout,
-        last_acked: 0,
+        control_written: 0,
+        data_acked: 0,
         last_ack_ns: clock::now_ns(),
     };
     let min_round = cfg.max_flush_rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -171,7 +183,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             shared.room.notify_waiters();
         }
         if let Some(p) = pong {
+            let start = buf.len();
             write_control(&mut buf, Opcode::Pong, &p, rng.next_mask());
+            alive.control_written += (buf.len() - start) as u64;
             control_frames += 1;
         }
         if let Some((code, reason)) = close_reply {
@@ -207,7 +221,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                     }
                     if cfg.ping_interval.is_some() {
                         let ts = clock::now_ns().to_be_bytes();
+                        let start = buf.len();
                         write_control(&mut buf, Opcode::Ping, &ts, rng.next_mask());
+                        alive.control_written += (buf.len() - start) as u64;
                         control_frames += 1;
                         Counters::add(&counters.pings_sent, 1);
                     }
