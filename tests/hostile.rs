@@ -440,6 +440,30 @@ async fn deep_nesting_is_refused_without_recursing() {
 }
 
 #[tokio::test]
+async fn millions_of_top_level_entries_are_accepted_without_a_per_entry_cost() {
+    bounded(60, async {
+        // 1 M empty extras ({"": nil} repeated, 2 MiB): the envelope keeps a
+        // count, not a list (a list took 16 times the message's size).
+        let (server, mut client) = start().await;
+        const N: u32 = 1 << 20;
+        let mut msg = vec![0xdf];
+        msg.extend_from_slice(&(N + 1).to_be_bytes());
+        for _ in 0..N {
+            msg.extend_from_slice(&[0xa0, 0xc0]);
+        }
+        mp_str(&mut msg, b"etype");
+        mp_str(&mut msg, b"MANY");
+        server.send_raw(Bytes::from(binary(&msg)));
+        let ev = client.recv_timeout(Duration::from_secs(20)).await.unwrap();
+        assert_eq!(ev.etype(), "MANY");
+        assert_eq!(ev.extra_names().count(), N as usize);
+        assert_eq!(ev.extra("").unwrap().unwrap(), Value::Nil);
+        assert!(ev.extra("other").is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn absurd_declared_msgpack_lengths_are_refused_before_allocating() {
     bounded(30, async {
         let (server, mut client) = start().await;
