@@ -594,6 +594,63 @@ async fn an_enormous_declared_frame_length_closes_with_1009() {
     .await;
 }
 
+/// A JSON event of exactly `size` bytes.
+fn json_of_size(size: usize) -> Vec<u8> {
+    let head = br#"{"etype": "TXT", "data": ""#;
+    let mut out = head.to_vec();
+    out.resize(size - 2, b'a');
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+#[tokio::test]
+async fn text_messages_have_a_sixteenth_of_the_limit() {
+    bounded(60, async {
+        // JSON costs up to ~18 times its size to decode: with a 32 MiB
+        // limit, text messages get 2 MiB (binary ones the full 32 MiB).
+        const BIG: usize = 32 << 20;
+        const TEXT: usize = 2 << 20;
+        let (server, mut client) = start_with(|b| b.max_inbound_message(BIG)).await;
+        server.send_raw(Bytes::from(text(&json_of_size(TEXT))));
+        let ev = client.recv_timeout(Duration::from_secs(10)).await.unwrap();
+        assert!(ev.was_json());
+        assert_eq!(ev.data().unwrap().as_str().unwrap().len(), TEXT - 28);
+        server.send_raw(Bytes::from(binary(&event_with_raw_data(
+            b"BIN",
+            &Value::Bin(vec![0; TEXT * 2]).to_msgpack(),
+        ))));
+        assert_eq!(
+            client
+                .recv_timeout(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .etype(),
+            "BIN"
+        );
+        let reason = closes_with(&server, &client, text(&json_of_size(TEXT + 1)), 1009).await;
+        assert_eq!(reason, Disconnect::MessageTooBig { limit: TEXT });
+
+        // Over fragments too; and the floor: with a 1 KiB limit, text gets
+        // the whole 1 KiB.
+        let (server, client) = start_with(|b| b.max_inbound_message(BIG)).await;
+        let msg = json_of_size(TEXT + 1);
+        let mut raw = frame(OP_TEXT, &msg[..TEXT / 2]);
+        raw.extend(frame(FIN | OP_CONT, &msg[TEXT / 2..]));
+        let reason = closes_with(&server, &client, raw, 1009).await;
+        assert_eq!(reason, Disconnect::MessageTooBig { limit: TEXT });
+        let (server, mut client) = start_with(|b| b.max_inbound_message(LIMIT)).await;
+        server.send_raw(Bytes::from(text(&json_of_size(LIMIT))));
+        assert!(client
+            .recv_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .was_json());
+        let reason = closes_with(&server, &client, text(&json_of_size(LIMIT + 1)), 1009).await;
+        assert_too_big(&reason);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Fragmentation
 // ---------------------------------------------------------------------------
