@@ -455,6 +455,13 @@ impl ServerEvent {
     }
 
     /// `data` (or `value`) as a dynamic [`Value`]; nil when absent.
+    ///
+    /// A [`Value`] takes up to 32 times the bytes of its msgpack (an array
+    /// of nils is one byte per element on the wire, a 32-byte `Value` in
+    /// memory), so a message of the maximum inbound size from an untrusted
+    /// peer can decode into that much more. For large messages prefer
+    /// [`data_as`](Self::data_as) into a typed struct, or
+    /// [`data_raw`](Self::data_raw).
     pub fn data(&self) -> Result<Value, DecodeError> {
         match self.data_raw() {
             Some(raw) => crate::codec::decode_value(raw),

@@ -1465,6 +1465,7 @@ async fn rpc_answerers_use_rtype_or_the_fallback_and_echo_the_key() {
         server.broadcast(rpc_request("OTHER", "u4", None, Some("OTHER_RESPONSE@u4")));
         let req = client.recv_timeout(Duration::from_secs(5)).await.unwrap();
         assert_eq!(req.reply_etype().as_deref(), Some("OTHER_RESPONSE@u4"));
+        client.respond(&req, "by hand").unwrap();
         // Everything the client sent before DONE has arrived once DONE has:
         // nothing answered the declined request.
         client.publish(&DynEvent::new("DONE")).unwrap();
@@ -1480,6 +1481,7 @@ async fn rpc_answerers_use_rtype_or_the_fallback_and_echo_the_key() {
                 "INIT".to_owned(),
                 rtype,
                 format!("GRAB_DEPTH_RESPONSE@{u2}"),
+                "OTHER_RESPONSE@u4".to_owned(),
                 "DONE".to_owned()
             ]
         );
