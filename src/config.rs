@@ -259,7 +259,9 @@ impl ClientBuilder {
     /// Largest inbound message accepted. A bigger one closes the connection
     /// with 1009 and a typed error. Default: `WEBSOCKET_MAX_SIZE`, else
     /// 256 MiB (Vuer's own client limit; the server sends big point clouds
-    /// and meshes as single frames).
+    /// and meshes as single frames). Text (JSON) messages, which Vuer never
+    /// sends, are limited to a sixteenth of it, but at least 1 MiB (16 MiB
+    /// by default): decoding JSON takes up to ~18 times the text's size.
     pub fn max_inbound_message(mut self, bytes: usize) -> Self {
         self.config.max_inbound_message = bytes;
         self

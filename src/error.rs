@@ -258,7 +258,8 @@ pub enum Disconnect {
     /// closed the connection with 1009.
     #[error("inbound message larger than the {limit}-byte limit; closed with 1009")]
     MessageTooBig {
-        /// The limit ([`ClientBuilder::max_inbound_message`](crate::ClientBuilder::max_inbound_message)).
+        /// The limit ([`ClientBuilder::max_inbound_message`](crate::ClientBuilder::max_inbound_message),
+        /// or the lower limit of text messages for a text message).
         limit: usize,
     },
     /// Reconnecting failed and the client gave up.

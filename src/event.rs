@@ -364,8 +364,10 @@ pub(crate) struct Envelope {
     pub(crate) rtype: Option<Range<usize>>,
     pub(crate) key: Option<Range<usize>>,
     pub(crate) strict: Option<bool>,
-    /// Every other top-level entry: (key range, value range).
-    pub(crate) extras: Vec<(Range<usize>, Range<usize>)>,
+    /// How many other top-level entries there are (found again on demand
+    /// by [`crate::codec::envelope_extras`]: storing their ranges would cost
+    /// 16 times the message's size for a message made of empty entries).
+    pub(crate) extras: usize,
 }
 
 impl ServerEvent {
@@ -453,6 +455,13 @@ impl ServerEvent {
     }
 
     /// `data` (or `value`) as a dynamic [`Value`]; nil when absent.
+    ///
+    /// A [`Value`] takes up to 32 times the bytes of its msgpack (an array
+    /// of nils is one byte per element on the wire, a 32-byte `Value` in
+    /// memory), so a message of the maximum inbound size from an untrusted
+    /// peer can decode into that much more. For large messages prefer
+    /// [`data_as`](Self::data_as) into a typed struct, or
+    /// [`data_raw`](Self::data_raw).
     pub fn data(&self) -> Result<Value, DecodeError> {
         match self.data_raw() {
             Some(raw) => crate::codec::decode_value(raw),
@@ -476,18 +485,24 @@ impl ServerEvent {
         rmp_serde::from_slice(raw).map_err(|e| DecodeError::Type(e.to_string()))
     }
 
-    /// Another top-level entry by name, decoded.
+    /// Another top-level entry by name (the first of that name), decoded.
+    /// Top-level entries other than the envelope's fields are rare; each
+    /// call walks the message's top level.
     pub fn extra(&self, name: &str) -> Option<Result<Value, DecodeError>> {
-        self.env
-            .extras
-            .iter()
+        if self.env.extras == 0 {
+            return None;
+        }
+        crate::codec::envelope_extras(&self.frame)
             .find(|(k, _)| &self.frame[k.clone()] == name.as_bytes())
-            .map(|(_, v)| crate::codec::decode_value(&self.frame[v.clone()]))
+            .map(|(_, v)| crate::codec::decode_value(&self.frame[v]))
     }
 
-    /// Names of the other top-level entries.
+    /// Names of the other top-level entries, in wire order.
     pub fn extra_names(&self) -> impl Iterator<Item = &str> {
-        self.env.extras.iter().map(|(k, _)| self.str_at(k))
+        let frame = &self.frame;
+        crate::codec::envelope_extras(frame)
+            .take(self.env.extras)
+            .map(move |(k, _)| std::str::from_utf8(&frame[k]).unwrap_or(""))
     }
 
     /// The whole message as msgpack (for a text frame: its msgpack

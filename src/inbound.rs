@@ -89,15 +89,19 @@ impl Queue {
         Pushed::Queued { dropped }
     }
 
-    /// Waits until the queue has room (or is closed).
-    pub(crate) async fn room(&self) {
+    /// Waits until an event of `size` bytes fits (or the queue is empty, or
+    /// closed): the condition under which [`Queue::push`] accepts it.
+    pub(crate) async fn room(&self, size: usize) {
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let q = self.lock();
-                if q.closed || (q.events.len() < self.max_events && q.bytes < self.max_bytes) {
+                if q.closed
+                    || q.events.is_empty()
+                    || (q.events.len() < self.max_events && q.bytes + size <= self.max_bytes)
+                {
                     return;
                 }
             }
@@ -329,6 +333,46 @@ mod tests {
         let q = Queue::new(1, 1 << 20, InboundPolicy::Backpressure);
         assert!(matches!(q.push(ev("A")), Pushed::Queued { .. }));
         assert!(matches!(q.push(ev("B")), Pushed::Full(_)));
+    }
+
+    fn sized(etype: &str, pad: usize) -> ServerEvent {
+        let v = crate::Value::map([
+            ("etype", crate::Value::from(etype)),
+            ("pad", crate::Value::Bin(vec![0; pad])),
+        ]);
+        ServerEvent::from_msgpack(v.to_msgpack().into()).unwrap()
+    }
+
+    #[test]
+    fn room_waits_until_the_refused_event_fits() {
+        use futures_util::FutureExt;
+        // Room for more events but not for the next one's bytes: `room`
+        // must not return (the decoder would spin on push and room).
+        let q = Queue::new(100, 1000, InboundPolicy::Backpressure);
+        assert!(matches!(q.push(sized("A", 600)), Pushed::Queued { .. }));
+        let b = sized("B", 500);
+        let size = b.len();
+        let Pushed::Full(b) = q.push(b) else {
+            panic!("expected Full")
+        };
+        assert!(q.room(size).now_or_never().is_none());
+        q.try_pop().unwrap();
+        assert!(q.room(size).now_or_never().is_some());
+        assert!(matches!(q.push(*b), Pushed::Queued { .. }));
+        // An event bigger than the whole queue fits once the queue is empty.
+        let huge = sized("H", 5000);
+        let size = huge.len();
+        let Pushed::Full(_) = q.push(huge) else {
+            panic!("expected Full")
+        };
+        assert!(q.room(size).now_or_never().is_none());
+        q.try_pop().unwrap();
+        assert!(q.room(size).now_or_never().is_some());
+        // Closing wakes waiters for good.
+        q.push(sized("C", 10));
+        assert!(q.room(size).now_or_never().is_none());
+        q.close();
+        assert!(q.room(size).now_or_never().is_some());
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod read;
 mod ser;
 mod write;
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 pub(crate) use frame::{mask_tail, write_close, write_control, write_header, MaskRng, Opcode};
@@ -293,9 +295,29 @@ pub(crate) fn encode_raw(ev: &RawEvent, out: &mut Payload) {
     out.tail = ev.bytes.clone();
 }
 
+/// True if a top-level entry named `key`, whose value starts with the byte
+/// `marker`, is not one of the envelope's own fields: unknown names, and
+/// known names with a value of the wrong type (`ts` that is not a number,
+/// `uuid`/`rtype`/`key` neither string nor nil, `strict` not a bool). Such
+/// entries are the event's extras. [`read_envelope`] and
+/// [`envelope_extras`] both decide with this function, so they agree.
+fn is_extra(key: &str, marker: u8) -> bool {
+    let number = matches!(marker, 0x00..=0x7f | 0xe0..=0xff | 0xca | 0xcb | 0xcc..=0xd3);
+    let str_or_nil = matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb | 0xc0);
+    match key {
+        "etype" | "data" | "value" => false,
+        "ts" => !number,
+        "uuid" | "rtype" | "key" => !str_or_nil,
+        "strict" => !matches!(marker, 0xc2 | 0xc3),
+        _ => true,
+    }
+}
+
 /// Reads the envelope of one inbound message: a map with string keys and a
 /// string `etype`. Everything is validated (see [`Reader`]); values other
-/// than the envelope's own fields are only located, not decoded.
+/// than the envelope's own fields are only located, not decoded, and extras
+/// are only counted (a message can hold millions of them; see
+/// [`envelope_extras`]).
 pub(crate) fn read_envelope(msg: &[u8]) -> Result<Envelope, DecodeError> {
     let mut r = Reader::new(msg);
     let n = r.map_header()?;
@@ -303,7 +325,17 @@ pub(crate) fn read_envelope(msg: &[u8]) -> Result<Envelope, DecodeError> {
     let mut etype = None;
     for _ in 0..n {
         let key = r.key()?;
-        let key_range = r.pos() - key.len()..r.pos();
+        let Some(marker) = r.peek() else {
+            return Err(DecodeError::Truncated {
+                offset: r.pos(),
+                needed: 1,
+            });
+        };
+        if is_extra(key, marker) {
+            r.span(1)?;
+            env.extras += 1;
+            continue;
+        }
         match key {
             "etype" => match r.opt_str_span() {
                 Ok(Some(s)) => etype = Some(s),
@@ -316,38 +348,40 @@ pub(crate) fn read_envelope(msg: &[u8]) -> Result<Envelope, DecodeError> {
                 Some(Number::Float(f)) => {
                     env.ts_ms = f.is_finite().then_some((f * 1000.0) as i64);
                 }
+                // A number marker that does not read (truncated).
                 None => {
-                    let v = r.span(1)?;
-                    env.extras.push((key_range, v));
+                    r.span(1)?;
                 }
             },
             "data" => env.data = Some(r.span(1)?),
             "value" => env.value = Some(r.span(1)?),
-            "uuid" | "rtype" | "key" => match r.opt_str_span() {
-                Ok(s) => {
-                    let slot = match key {
-                        "uuid" => &mut env.uuid,
-                        "rtype" => &mut env.rtype,
-                        _ => &mut env.key,
-                    };
-                    *slot = s;
-                }
-                Err(Some(e)) => return Err(e),
-                Err(None) => {
-                    let v = r.span(1)?;
-                    env.extras.push((key_range, v));
-                }
-            },
+            "uuid" | "rtype" | "key" => {
+                let s = match r.opt_str_span() {
+                    Ok(s) => s,
+                    Err(Some(e)) => return Err(e),
+                    // Not reached: is_extra lets only strings and nil by.
+                    Err(None) => {
+                        r.span(1)?;
+                        continue;
+                    }
+                };
+                let slot = match key {
+                    "uuid" => &mut env.uuid,
+                    "rtype" => &mut env.rtype,
+                    _ => &mut env.key,
+                };
+                *slot = s;
+            }
             "strict" => match r.bool() {
                 Some(b) => env.strict = Some(b),
+                // Not reached: is_extra lets only bools by.
                 None => {
-                    let v = r.span(1)?;
-                    env.extras.push((key_range, v));
+                    r.span(1)?;
                 }
             },
+            // Not reached: is_extra takes every other name.
             _ => {
-                let v = r.span(1)?;
-                env.extras.push((key_range, v));
+                r.span(1)?;
             }
         }
     }
@@ -358,6 +392,29 @@ pub(crate) fn read_envelope(msg: &[u8]) -> Result<Envelope, DecodeError> {
     }
     env.etype = etype.ok_or(DecodeError::MissingEtype)?;
     Ok(env)
+}
+
+/// The extras of a message [`read_envelope`] accepted, in wire order:
+/// (key range, value range) pairs, found by walking the top-level map again.
+pub(crate) fn envelope_extras(
+    msg: &[u8],
+) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
+    let mut r = Reader::new(msg);
+    let mut left = r.map_header().unwrap_or(0);
+    std::iter::from_fn(move || {
+        while left > 0 {
+            left -= 1;
+            // Validated by read_envelope: none of these fail.
+            let key = r.key().ok()?;
+            let key_range = r.pos() - key.len()..r.pos();
+            let extra = is_extra(key, r.peek()?);
+            let value = r.span(1).ok()?;
+            if extra {
+                return Some((key_range, value));
+            }
+        }
+        None
+    })
 }
 
 #[cfg(test)]

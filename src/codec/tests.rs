@@ -519,3 +519,49 @@ fn frames_carry_exactly_the_message_on_every_path() {
         }
     }
 }
+
+#[test]
+fn extras_are_the_top_level_entries_that_are_not_envelope_fields() {
+    // Envelope fields of the wrong type are kept as extras; a later
+    // duplicate of a field wins.
+    let msg = Value::map([
+        ("ts", Value::from("soon")),
+        ("etype", Value::from("X")),
+        ("uuid", Value::Int(5)),
+        ("strict", Value::Int(1)),
+        ("key", Value::Nil),
+        ("rtype", Value::from("R")),
+        ("x", Value::Array(vec![Value::Int(1)])),
+        ("data", Value::Bin(vec![1, 2])),
+        ("ts", Value::Int(5)),
+        ("", Value::Nil),
+        ("strict", Value::Bool(true)),
+        ("x", Value::Int(2)),
+    ]);
+    let ev = ServerEvent::from_msgpack(msg.to_msgpack().into()).unwrap();
+    assert_eq!(
+        ev.extra_names().collect::<Vec<_>>(),
+        ["ts", "uuid", "strict", "x", "", "x"]
+    );
+    assert_eq!(ev.extra("ts").unwrap().unwrap(), Value::from("soon"));
+    assert_eq!(ev.extra("uuid").unwrap().unwrap(), Value::Int(5));
+    assert_eq!(
+        ev.extra("x").unwrap().unwrap(),
+        Value::Array(vec![Value::Int(1)])
+    );
+    assert_eq!(ev.extra("").unwrap().unwrap(), Value::Nil);
+    assert!(ev.extra("etype").is_none());
+    assert!(ev.extra("data").is_none());
+    assert!(ev.extra("rtype").is_none());
+    assert_eq!(ev.ts(), Some(5));
+    assert_eq!(ev.uuid(), None);
+    assert_eq!(ev.key(), None);
+    assert_eq!(ev.rtype(), Some("R"));
+    assert_eq!(ev.strict(), Some(true));
+    assert_eq!(ev.data().unwrap(), Value::Bin(vec![1, 2]));
+    // No extras at all.
+    let (_, bytes) = case("s2c_grab_render_rpc");
+    let ev = ServerEvent::from_msgpack(bytes.into()).unwrap();
+    assert_eq!(ev.extra_names().count(), 0);
+    assert!(ev.extra("uuid").is_none());
+}
