@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::ReusableBoxFuture;
 
-use crate::codec::{encode_dyn, encode_raw, encode_typed, Payload};
+use crate::codec::{body_dyn, body_raw, body_typed, encode_into, BodyParts, Payload};
 use crate::config::ClientBuilder;
 use crate::connection::{self, Target};
 use crate::error::{ConnectError, Disconnect, EncodeError, PublishError};
@@ -61,7 +61,11 @@ mod sealed {
     /// How an outgoing event is queued and encoded.
     pub trait Encode {
         fn meta(&self) -> Meta<'_>;
-        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError>;
+        /// Appends the body (the envelope without `ts`) to `out`.
+        fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError>;
+        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
+            encode_into(out, |b| self.encode_body(b, all_f32))
+        }
     }
 
     impl<E: Event> Encode for E {
@@ -73,8 +77,8 @@ mod sealed {
                 max_age: Event::max_age(self),
             }
         }
-        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
-            encode_typed(self, out, all_f32)
+        fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError> {
+            body_typed(self, out, all_f32)
         }
     }
 
@@ -87,8 +91,8 @@ mod sealed {
                 max_age: self.max_age,
             }
         }
-        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
-            encode_dyn(self, out, all_f32)
+        fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError> {
+            body_dyn(self, out, all_f32)
         }
     }
 
@@ -101,9 +105,12 @@ mod sealed {
                 max_age: None,
             }
         }
-        fn encode(&self, out: &mut Payload, _all_f32: bool) -> Result<(), EncodeError> {
-            encode_raw(self, out);
-            Ok(())
+        fn encode_body(
+            &self,
+            _out: &mut Vec<u8>,
+            _all_f32: bool,
+        ) -> Result<BodyParts, EncodeError> {
+            Ok(body_raw(self))
         }
     }
 }
@@ -539,7 +546,7 @@ pub(crate) fn publish<E: Outgoing + ?Sized>(
     shared: &Shared,
     event: &E,
 ) -> Result<(), PublishError> {
-    shared.publish_with(event.meta(), |p, f32| event.encode(p, f32))
+    shared.publish_with(event.meta(), |b, f32| event.encode_body(b, f32))
 }
 
 pub(crate) async fn send<E: Outgoing + ?Sized>(
@@ -547,7 +554,7 @@ pub(crate) async fn send<E: Outgoing + ?Sized>(
     event: &E,
 ) -> Result<(), PublishError> {
     shared
-        .send_with(|| event.meta(), |p, f32| event.encode(p, f32))
+        .send_with(|| event.meta(), |b, f32| event.encode_body(b, f32))
         .await
 }
 

@@ -19,14 +19,16 @@
 //! next connection: reliable events arrive at least once. Keyed events are
 //! not kept: state restore sends the latest value of every key again.
 //!
-//! Bounded: the events kept count against the ring's bounds
-//! ([`Ring::set_reserved`]), so under [`Overflow::Reject`](crate::Overflow)
-//! `publish` refuses reliable events (and `send().await` waits) while
-//! queued, in-flight and unconfirmed events fill the bounds: a server that
-//! stops reading cannot make the client forget what it owes it.
+//! Bounded: the events kept have a budget of their own, the ring's limits
+//! again. When it is full the sender writes nothing more (it waits for a
+//! pong), so the ring fills and `publish` refuses reliable events (and
+//! `send().await` waits): a server that stops reading cannot make the client
+//! forget what it owes it, and the client holds at most twice the
+//! configured bounds. The budget is separate from the ring's so that the
+//! time a confirmation takes (a round trip and the probe interval) does not
+//! cap the rate: a probe goes out at once when an eighth of it is used.
 //!
 //! [`Ring::resend`]: crate::ring::Ring::resend
-//! [`Ring::set_reserved`]: crate::ring::Ring::set_reserved
 
 use std::collections::VecDeque;
 
@@ -49,15 +51,43 @@ pub(crate) struct Unconfirmed {
     items: usize,
     bytes: usize,
     spare: Vec<Batch<Header>>,
+    max_items: usize,
+    max_bytes: usize,
 }
 
 impl Unconfirmed {
+    /// A tracker with this budget.
+    pub(crate) fn new(limits: crate::ring::RingLimits) -> Self {
+        Unconfirmed {
+            max_items: limits.max_items,
+            max_bytes: limits.max_bytes,
+            ..Default::default()
+        }
+    }
+
+    /// Room left in the budget: (items, bytes). The sender takes no more
+    /// than this from the ring (keyed items, which are not kept, count
+    /// too: the bound is conservative), and nothing when it is zero.
+    pub(crate) fn room(&self) -> (usize, usize) {
+        (
+            self.max_items.saturating_sub(self.items),
+            self.max_bytes.saturating_sub(self.bytes),
+        )
+    }
+
+    /// An eighth of the budget is used: confirm now, whatever the probe
+    /// interval.
+    pub(crate) fn is_urgent(&self) -> bool {
+        self.items * 8 >= self.max_items || self.bytes * 8 >= self.max_bytes
+    }
+
     /// Reliable events waiting for confirmation.
     pub(crate) fn len(&self) -> usize {
         self.items
     }
 
     /// Bytes of the events waiting for confirmation.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

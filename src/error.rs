@@ -128,13 +128,14 @@ pub enum EncodeError {
 pub enum PublishError {
     /// The outgoing ring is full (in events or bytes). The event was not
     /// accepted; the caller still owns it and may retry, drop it, or use
-    /// `send().await`, which waits for room. What counts: events queued,
-    /// being written, and reliable events written but not yet confirmed by
-    /// the server (they are written again if the connection is lost).
+    /// `send().await`, which waits for room. What counts: events queued and
+    /// being written (reliable events written but not yet confirmed by the
+    /// server have a budget of their own; when it is full the sender waits,
+    /// and the queue fills).
     #[error("outgoing queue is full ({queued} events, {bytes} bytes held)")]
     Full {
-        /// Events held when the event was refused (queued, being written,
-        /// or awaiting the server's confirmation).
+        /// Events held when the event was refused (queued or being
+        /// written).
         queued: usize,
         /// Bytes held when the event was refused.
         bytes: usize,

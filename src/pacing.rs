@@ -205,19 +205,32 @@ impl Pacer {
     }
 
     /// Whether to append a probe after `pending` more bytes about to be
-    /// written now (`confirm`: reliable events wait for confirmation); if
-    /// so, the probe is recorded as sent and its offset returned.
-    pub(crate) fn take_probe(&mut self, now_ns: u64, pending: u64, confirm: bool) -> Option<u64> {
+    /// written now (`confirm`: reliable events wait for confirmation;
+    /// `urgent`: so many that the probe interval is not waited for); if so,
+    /// the probe is recorded as sent and its offset returned.
+    pub(crate) fn take_probe(
+        &mut self,
+        now_ns: u64,
+        pending: u64,
+        confirm: bool,
+        urgent: bool,
+    ) -> Option<u64> {
         if self.cfg.is_none() && !confirm {
             return None;
         }
-        let too_soon = self
-            .last_probe_ns
-            .is_some_and(|last| now_ns.saturating_sub(last) < self.interval_ns());
+        let too_soon = !urgent
+            && self
+                .last_probe_ns
+                .is_some_and(|last| now_ns.saturating_sub(last) < self.interval_ns());
         if self.probe.is_some() || too_soon {
             return None;
         }
         Some(self.force_probe_after(now_ns, pending))
+    }
+
+    /// True while a probe is unanswered.
+    pub(crate) fn has_probe(&self) -> bool {
+        self.probe.is_some()
     }
 
     /// Records a probe sent now after everything written (keepalive pings
@@ -237,9 +250,12 @@ impl Pacer {
 
     /// When the idle sender should send a probe to confirm what it wrote
     /// (`awaiting`: reliable events wait for confirmation), if it should.
-    pub(crate) fn probe_due(&self, awaiting: bool) -> Option<u64> {
+    pub(crate) fn probe_due(&self, awaiting: bool, urgent: bool) -> Option<u64> {
         if !awaiting || self.probe.is_some() {
             return None;
+        }
+        if urgent {
+            return Some(0);
         }
         Some(self.last_probe_ns.map_or(0, |l| l + self.interval_ns()))
     }
@@ -317,7 +333,7 @@ mod tests {
         for i in 0..1000 {
             // A write every 0.1 ms; probes answered 0.2 ms after they leave.
             if p.decide(now) == Decision::Go {
-                if let Some(off) = p.take_probe(now, 100, false) {
+                if let Some(off) = p.take_probe(now, 100, false, false) {
                     p.wrote(100);
                     now += MS / 5;
                     p.acked(off, now);
@@ -340,7 +356,7 @@ mod tests {
     #[test]
     fn before_the_rate_is_known_it_is_stop_and_wait() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        p.take_probe(MS, 600, false).unwrap();
+        p.take_probe(MS, 600, false, false).unwrap();
         p.wrote(600);
         assert!(matches!(p.decide(2 * MS), Decision::Hold { .. }));
     }
@@ -350,7 +366,7 @@ mod tests {
         // 10 frames of 60 bytes per round; the server reads 3.6 kB/s.
         let mut p = Pacer::new(Some(Pacing::default()));
         let mut now = MS;
-        let mut off = p.take_probe(now, 600, false).unwrap();
+        let mut off = p.take_probe(now, 600, false, false).unwrap();
         p.wrote(600);
         for _ in 0..20 {
             // Held until the server has read the round (167 ms later).
@@ -358,7 +374,7 @@ mod tests {
             now += 167 * MS;
             p.acked(off, now);
             assert_eq!(p.decide(now), Decision::Go);
-            off = p.take_probe(now, 600, false).unwrap();
+            off = p.take_probe(now, 600, false, false).unwrap();
             p.wrote(600);
         }
         let rate = p.rate_bytes_per_sec();
@@ -368,12 +384,12 @@ mod tests {
     #[test]
     fn a_slow_server_holds_until_it_answers() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        let off = p.take_probe(0, 600, false).unwrap();
+        let off = p.take_probe(0, 600, false, false).unwrap();
         p.wrote(600);
         assert!(matches!(p.decide(10 * MS), Decision::Hold { .. }));
         assert!(matches!(p.decide(60 * MS), Decision::Hold { .. }));
         // Only one probe at a time.
-        assert_eq!(p.take_probe(61 * MS, 0, false), None);
+        assert_eq!(p.take_probe(61 * MS, 0, false, false), None);
         p.acked(off, 170 * MS);
         assert_eq!(p.decide(170 * MS), Decision::Go);
         assert_eq!(p.holds, 1);
@@ -387,7 +403,7 @@ mod tests {
             max_pipe_bytes: 1000,
             ..Pacing::default()
         }));
-        p.take_probe(0, 10, false).unwrap();
+        p.take_probe(0, 10, false, false).unwrap();
         p.wrote(5000);
         assert!(matches!(p.decide(MS), Decision::Hold { .. }));
     }
@@ -395,7 +411,7 @@ mod tests {
     #[test]
     fn a_server_that_never_pongs_turns_pacing_off() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        p.take_probe(0, 10, false).unwrap();
+        p.take_probe(0, 10, false, false).unwrap();
         p.wrote(10);
         assert!(matches!(p.decide(100 * MS), Decision::Hold { .. }));
         assert_eq!(p.decide(11_000 * MS), Decision::Go);
@@ -407,6 +423,6 @@ mod tests {
         let mut p = Pacer::new(None);
         p.wrote(1 << 30);
         assert_eq!(p.decide(u64::MAX / 2), Decision::Go);
-        assert_eq!(p.take_probe(0, 0, false), None);
+        assert_eq!(p.take_probe(0, 0, false, false), None);
     }
 }

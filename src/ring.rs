@@ -274,15 +274,11 @@ pub struct RingCounters {
 }
 
 /// What the ring holds for the server besides its queue, counted against
-/// its bounds: the batch being written, and reliable items written but not
-/// yet confirmed by the server (kept to be written again if the connection
-/// is lost).
+/// its bounds: the batch being written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Held {
     in_flight_items: usize,
     in_flight_bytes: usize,
-    reserved_items: usize,
-    reserved_bytes: usize,
 }
 
 /// The coalescing ring. See the [module documentation](self).
@@ -378,24 +374,13 @@ impl<H: Copy> Ring<H> {
         self.head_seq + self.queue.len() as u64
     }
 
-    /// Items and bytes held against the bounds: queued, being written, and
-    /// reserved for unconfirmed reliable items.
+    /// Items and bytes held against the bounds: queued and being written.
     pub fn held(&self) -> (usize, usize) {
         let h = &self.held;
         (
-            self.queue.len() + h.in_flight_items + h.reserved_items,
-            self.bytes + h.in_flight_bytes + h.reserved_bytes,
+            self.queue.len() + h.in_flight_items,
+            self.bytes + h.in_flight_bytes,
         )
-    }
-
-    /// Reserves room for items kept outside the ring (reliable items
-    /// awaiting the server's confirmation), so that the bounds cover them.
-    /// Ignored under [`Overflow::DropOldest`], which must always make room.
-    pub fn set_reserved(&mut self, items: usize, bytes: usize) {
-        if self.overflow == Overflow::Reject {
-            self.held.reserved_items = items;
-            self.held.reserved_bytes = bytes;
-        }
     }
 
     fn fits(&self, extra_items: usize, extra_bytes: usize) -> bool {
@@ -423,38 +408,65 @@ impl<H: Copy> Ring<H> {
         born: u64,
         deadline: u64,
     ) -> Result<Pushed, Full> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(body);
+        self.push_appended(key, header, start, tail, born, deadline)
+    }
+
+    /// The arena, to encode a body straight into it (then call
+    /// [`Ring::push_appended`], or [`Ring::truncate_arena`] to give up).
+    pub fn arena_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.arena
+    }
+
+    /// Drops the arena's bytes from `start` (a body that will not be
+    /// queued).
+    pub fn truncate_arena(&mut self, start: usize) {
+        self.arena.truncate(start);
+        // A refused huge body must not pin its memory.
+        if self.arena.capacity() > 2 * self.limits.max_bytes.max(1 << 20) {
+            self.arena.shrink_to(self.arena.len().max(64 << 10));
+        }
+    }
+
+    /// Offers the body just appended to the arena from `start` (see
+    /// [`Ring::push`]). On refusal the body is removed again.
+    pub fn push_appended(
+        &mut self,
+        key: Option<KeyRef<'_>>,
+        header: H,
+        start: usize,
+        tail: Bytes,
+        born: u64,
+        deadline: u64,
+    ) -> Result<Pushed, Full> {
         self.counters.published += 1;
-        let size = body.len() + tail.len();
-        if size > self.limits.max_bytes || body.len() > u32::MAX as usize {
-            self.counters.rejected += 1;
-            return Err(Full);
+        let len = self.arena.len() - start;
+        let size = len + tail.len();
+        if size > self.limits.max_bytes || len > u32::MAX as usize || start > u32::MAX as usize {
+            return self.refuse(start);
         }
         let mut existing = None;
         if let Some(k) = key {
             if let Some(&id) = self.index.get(&k) {
                 if let Some(pos) = self.pending_pos(id) {
-                    return self.replace(pos, header, body, tail, born, deadline);
+                    return self.replace(pos, header, start, tail, born, deadline);
                 }
                 existing = Some(id);
             }
         }
         if !self.make_room(1, size) {
-            self.counters.rejected += 1;
-            return Err(Full);
+            return self.refuse(start);
         }
         let id = match (key, existing) {
             (None, _) => NO_KEY,
             (Some(_), Some(id)) => id,
             (Some(k), None) => match self.intern(k) {
                 Some(id) => id,
-                None => {
-                    self.counters.rejected += 1;
-                    return Err(Full);
-                }
+                None => return self.refuse(start),
             },
         };
         let seq = self.tail_seq();
-        let off = self.append(body);
         let gen = if id == NO_KEY {
             0
         } else {
@@ -462,8 +474,8 @@ impl<H: Copy> Ring<H> {
         };
         self.queue.push_back(Slot {
             header,
-            off,
-            len: body.len() as u32,
+            off: start as u32,
+            len: len as u32,
             tail,
             born,
             deadline,
@@ -474,7 +486,14 @@ impl<H: Copy> Ring<H> {
         if id != NO_KEY {
             self.keys[id as usize].pending = seq;
         }
+        self.maybe_compact();
         Ok(Pushed::Queued)
+    }
+
+    fn refuse(&mut self, start: usize) -> Result<Pushed, Full> {
+        self.counters.rejected += 1;
+        self.truncate_arena(start);
+        Err(Full)
     }
 
     /// True if `slot` still belongs to the key its id names now.
@@ -487,50 +506,50 @@ impl<H: Copy> Ring<H> {
         &mut self,
         pos: usize,
         header: H,
-        body: &[u8],
+        start: usize,
         tail: Bytes,
         born: u64,
         deadline: u64,
     ) -> Result<Pushed, Full> {
+        let len = self.arena.len() - start;
         let old_size = self.queue[pos].size();
-        let size = body.len() + tail.len();
+        let size = len + tail.len();
         if size > old_size && self.bytes + (size - old_size) > self.limits.max_bytes {
             // Growing in place would break the byte bound; dropping the
             // oldest could evict this very slot, so refuse.
-            self.counters.rejected += 1;
-            return Err(Full);
+            return self.refuse(start);
         }
         let slot = &self.queue[pos];
-        let (off, len) = (slot.off as usize, slot.len as usize);
-        let off = if len == body.len() {
+        let (off, old_len) = (slot.off as usize, slot.len as usize);
+        let off = if old_len == len {
             // Same size (a fixed-size pose): overwrite in place.
-            self.arena[off..off + len].copy_from_slice(body);
-            off as u32
+            self.arena.copy_within(start..start + len, off);
+            self.arena.truncate(start);
+            off
         } else {
-            self.append(body)
+            // The old body stays as garbage until the arena is compacted.
+            start
         };
         let slot = &mut self.queue[pos];
         slot.header = header;
-        slot.off = off;
-        slot.len = body.len() as u32;
+        slot.off = off as u32;
+        slot.len = len as u32;
         slot.tail = tail;
         slot.born = born;
         slot.deadline = deadline;
         self.bytes = self.bytes - old_size + size;
         self.counters.coalesced += 1;
+        self.maybe_compact();
         Ok(Pushed::Replaced)
     }
 
-    /// Appends a body to the arena, compacting it first if overwritten
-    /// values have made it much larger than what is live.
-    fn append(&mut self, body: &[u8]) -> u32 {
-        let live = self.bytes;
-        if self.arena.len() > 2 * live.max(32 << 10) {
+    /// Compacts the arena when overwritten values have made it much larger
+    /// than what is live.
+    #[inline]
+    fn maybe_compact(&mut self) {
+        if self.arena.len() > 2 * self.bytes.max(32 << 10) {
             self.compact();
         }
-        let off = self.arena.len() as u32;
-        self.arena.extend_from_slice(body);
-        off
     }
 
     fn compact(&mut self) {
@@ -627,6 +646,38 @@ impl<H: Copy> Ring<H> {
         self.held.in_flight_items += batch.slots.len();
         self.held.in_flight_bytes += self.bytes;
         self.bytes = 0;
+    }
+
+    /// Takes items from the front of the line: all of them (O(1), as
+    /// [`Ring::take_all`]) when they fit in `max_items`/`max_bytes`, else as
+    /// many as fit (at least one), with their bodies copied out. The rest
+    /// stay queued.
+    pub fn take_up_to(&mut self, batch: &mut Batch<H>, max_items: usize, max_bytes: usize) {
+        if self.queue.len() <= max_items && self.bytes <= max_bytes {
+            return self.take_all(batch);
+        }
+        debug_assert!(batch.is_empty());
+        batch.first_seq = self.head_seq;
+        let mut bytes = 0;
+        while let Some(front) = self.queue.front() {
+            if !batch.is_empty() && (batch.len() >= max_items || bytes + front.size() > max_bytes) {
+                break;
+            }
+            let mut slot = self.queue.pop_front().expect("front exists");
+            self.head_seq += 1;
+            let (off, len) = (slot.off as usize, slot.len as usize);
+            slot.off = batch.arena.len() as u32;
+            batch.arena.extend_from_slice(&self.arena[off..off + len]);
+            bytes += slot.size();
+            self.bytes -= slot.size();
+            batch.slots.push_back(slot);
+        }
+        self.counters.in_flight += batch.len() as u64;
+        self.held.in_flight_items += batch.len();
+        self.held.in_flight_bytes += bytes;
+        if self.queue.is_empty() {
+            self.arena.clear();
+        }
     }
 
     /// Confirms that a taken batch was written, except the items whose

@@ -70,7 +70,6 @@ impl InFlight<'_> {
         ob.ring.settle(&self.batch, true, |s| s.deadline < now);
         ob.unconfirmed
             .keep(&mut self.batch, self.end_offset, |s| s.deadline >= now);
-        ob.sync_reserve();
         ob.written_through = ob.written_through.max(end);
         true
     }
@@ -255,16 +254,21 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         let hold = matches!(decision, Decision::Hold { .. });
         telemetry.maybe_publish(now, &pacer, &ctx, counters);
 
-        let (pong, close_reply, closing, settled, awaiting) = {
+        let (pong, close_reply, closing, settled, awaiting, urgent, hold) = {
             let mut ob = shared.outbox();
             let mut settled = inflight.settle(&mut ob);
             // What the server confirmed reading no longer counts against
             // the bounds.
             if ob.unconfirmed.confirm(ctx.acked_offset.load(Relaxed)) {
-                ob.sync_reserve();
                 settled = true;
             }
             let awaiting = !ob.unconfirmed.is_empty();
+            let urgent = ob.unconfirmed.is_urgent();
+            // The confirmation budget is used up: write nothing more until
+            // the server confirms (the ring fills meanwhile; keyed values
+            // coalesce, reliable ones meet backpressure).
+            let room = ob.unconfirmed.room();
+            let hold = hold || room.0 == 0 || room.1 == 0;
             // The rest of a frame `publish` wrote in part goes first.
             if !ob.control.raw.is_empty() {
                 buf.extend_from_slice(&ob.control.raw);
@@ -274,7 +278,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
             if close_reply.is_none() && !hold {
-                ob.ring.take_all(&mut inflight.batch);
+                // No more than the confirmation budget has room for (all of
+                // it, in O(1), except right after a reconnect).
+                ob.ring.take_up_to(&mut inflight.batch, room.0, room.1);
             }
             if buf.is_empty()
                 && inflight.batch.is_empty()
@@ -287,7 +293,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 // A fresh reading: `now` is as old as the last round.
                 ob.idle_since_ns = clock::now_ns();
             }
-            (pong, close_reply, closing, settled, awaiting)
+            (pong, close_reply, closing, settled, awaiting, urgent, hold)
         };
         if settled {
             shared.written.notify_waiters();
@@ -296,6 +302,13 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         if let Some(p) = pong {
             write_control(&mut buf, Opcode::Pong, &p, rng.next_mask());
             control_frames += 1;
+        }
+        if hold && awaiting && !pacer.has_probe() {
+            // Waiting for confirmations needs a probe in flight to answer.
+            let probe = crate::pacing::probe_payload(now, pacer.force_probe(now));
+            write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
+            control_frames += 1;
+            Counters::add(&counters.pings_sent, 1);
         }
         if let Some((code, reason)) = close_reply {
             write_close(&mut buf, code, &reason, rng.next_mask());
@@ -327,7 +340,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             // since the last probe get one soon (confirmation).
             let recheck = match decision {
                 Decision::Hold { recheck_ns } => Some(recheck_ns.min(now + 1_000_000_000)),
-                Decision::Go => pacer.probe_due(awaiting),
+                Decision::Go if hold => Some(now + 1_000_000_000),
+                Decision::Go => pacer.probe_due(awaiting, urgent),
             };
             let probe_now = tokio::select! {
                 biased;
@@ -393,7 +407,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         // (pacing, and confirmation of the reliable events written).
         let end_offset = pacer.written() + buf.len() as u64;
         let reliable = awaiting || batch.slots().iter().any(|s| !s.is_keyed());
-        if let Some(offset) = pacer.take_probe(now, buf.len() as u64, reliable) {
+        if let Some(offset) = pacer.take_probe(now, buf.len() as u64, reliable, urgent) {
             let probe = crate::pacing::probe_payload(now, offset);
             write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
             control_frames += 1;

@@ -7,7 +7,7 @@
 //! pointer moves, and it can be taken from any thread (a control loop that
 //! is not a tokio task), which an async mutex could not.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::codec::{Header, Payload};
+use crate::codec::{BodyParts, Header};
 use crate::config::Config;
 use crate::connection::socket::SocketHandle;
 use crate::error::{Disconnect, EncodeError, PublishError};
@@ -140,10 +140,16 @@ pub(crate) struct Shared {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// A message above this size makes its thread encode the next one outside
+/// the lock.
+const LARGE_MESSAGE: usize = 16 << 10;
+
 thread_local! {
-    /// Each thread encodes into its own payload buffer, outside the lock;
-    /// the lock then only swaps buffers.
-    static SCRATCH: RefCell<Payload> = RefCell::new(Payload::default());
+    /// A thread whose last message was large encodes into this buffer,
+    /// outside the lock.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread's last message was larger than [`LARGE_MESSAGE`].
+    static LAST_WAS_LARGE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// What an outgoing event needs to say about itself to be queued.
@@ -173,7 +179,7 @@ impl Shared {
                 written_through,
                 idle_since_ns: 0,
                 direct: None,
-                unconfirmed: Default::default(),
+                unconfirmed: crate::confirm::Unconfirmed::new(config.queue),
             }),
             wake_sender: Notify::new(),
             room: Notify::new(),
@@ -209,64 +215,102 @@ impl Shared {
     pub(crate) fn publish_with(
         &self,
         meta: Meta<'_>,
-        encode: impl FnOnce(&mut Payload, bool) -> Result<(), EncodeError>,
+        encode: impl FnOnce(&mut Vec<u8>, bool) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
         let now = clock::now_ns();
+        let deadline = meta
+            .max_age
+            .or(self.config.max_age)
+            .map_or(u64::MAX, |a| now.saturating_add(a.as_nanos() as u64));
+        let key = match meta.coalesce {
+            Coalesce::Never => None,
+            Coalesce::Etype => Some(KeyRef {
+                etype: meta.etype,
+                key: "",
+            }),
+            Coalesce::Key(k) => Some(KeyRef {
+                etype: meta.etype,
+                key: k,
+            }),
+        };
+        let ts_ms = meta.ts.unwrap_or_else(|| clock::wall_ms(now));
+        let all_f32 = self.config.all_f32;
+        if !LAST_WAS_LARGE.with(Cell::get) {
+            // Small messages (the common case) are encoded straight into the
+            // ring's arena under the lock: no second buffer, no copy.
+            return self.queue(key, now, deadline, ts_ms, |arena| encode(arena, all_f32));
+        }
+        // After a large message, this thread encodes outside the lock (into
+        // its scratch buffer) and the ring copies the result: a large value
+        // does not hold the lock while it is serialized.
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            encode(&mut scratch, self.config.all_f32)?;
-            scratch.ts_ms = meta.ts.unwrap_or_else(|| clock::wall_ms(now));
-            let size = scratch.message_len();
+            scratch.clear();
+            let (entries, tail) = encode(&mut scratch, all_f32)?;
+            let result = self.queue(key, now, deadline, ts_ms, |arena| {
+                arena.extend_from_slice(&scratch);
+                Ok((entries, tail))
+            });
+            if scratch.capacity() > SCRATCH_KEEP {
+                *scratch = Vec::new();
+            }
+            result
+        })
+    }
+
+    /// Queues one message whose body `append` writes into the ring's arena,
+    /// under the outbox lock.
+    fn queue(
+        &self,
+        key: Option<KeyRef<'_>>,
+        now: u64,
+        deadline: u64,
+        ts_ms: u64,
+        append: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
+    ) -> Result<(), PublishError> {
+        let wake = {
+            let mut ob = self.outbox();
+            if let Some(reason) = &ob.terminal {
+                return Err(PublishError::Closed(reason.clone()));
+            }
+            let start = ob.ring.arena_mut().len();
+            let (entries, tail) = match append(ob.ring.arena_mut()) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    ob.ring.truncate_arena(start);
+                    return Err(e.into());
+                }
+            };
+            let body_len = ob.ring.arena_mut().len() - start;
+            LAST_WAS_LARGE.with(|l| l.set(body_len + tail.len() > LARGE_MESSAGE));
+            let header = Header { ts_ms, entries };
+            let size = crate::codec::message_len(header, body_len, tail.len());
             if size > self.config.max_outgoing_message {
-                self.outbox().ring_reject();
+                ob.ring.truncate_arena(start);
+                ob.ring_reject();
                 return Err(PublishError::TooLarge {
                     size,
                     limit: self.config.max_outgoing_message,
                 });
             }
-            let deadline = meta
-                .max_age
-                .or(self.config.max_age)
-                .map_or(u64::MAX, |a| now.saturating_add(a.as_nanos() as u64));
-            let key = match meta.coalesce {
-                Coalesce::Never => None,
-                Coalesce::Etype => Some(KeyRef {
-                    etype: meta.etype,
-                    key: "",
-                }),
-                Coalesce::Key(k) => Some(KeyRef {
-                    etype: meta.etype,
-                    key: k,
-                }),
-            };
-            let wake;
+            if self.try_direct(&mut ob, key, header, start, &tail, now) {
+                ob.ring.truncate_arena(start);
+                return Ok(());
+            }
+            if ob
+                .ring
+                .push_appended(key, header, start, tail, now, deadline)
+                .is_err()
             {
-                let mut ob = self.outbox();
-                if let Some(reason) = &ob.terminal {
-                    return Err(PublishError::Closed(reason.clone()));
-                }
-                if self.try_direct(&mut ob, key, &scratch, now) {
-                    scratch.tail = Bytes::new();
-                    return Ok(());
-                }
-                let tail = std::mem::take(&mut scratch.tail);
-                let pushed =
-                    ob.ring
-                        .push(key, scratch.header(), &scratch.head, tail, now, deadline);
-                if pushed.is_err() {
-                    let (queued, bytes) = ob.ring.held();
-                    return Err(PublishError::Full { queued, bytes });
-                }
-                wake = self.poke_sender(&mut ob);
+                let (queued, bytes) = ob.ring.held();
+                return Err(PublishError::Full { queued, bytes });
             }
-            if scratch.head.capacity() > SCRATCH_KEEP {
-                scratch.head = Vec::new();
-            }
-            if wake {
-                self.wake_sender.notify_one();
-            }
-            Ok(())
-        })
+            self.poke_sender(&mut ob)
+        };
+        if wake {
+            self.wake_sender.notify_one();
+        }
+        Ok(())
     }
 
     /// The direct-write path: when the sender has been idle a while and
@@ -275,7 +319,15 @@ impl Shared {
     /// [`DIRECT_AFTER_IDLE_NS`]). Called under the outbox lock, which keeps
     /// the sender from writing meanwhile. Returns false (nothing written)
     /// when the path does not apply or the socket has no room.
-    fn try_direct(&self, ob: &mut Outbox, key: Option<KeyRef<'_>>, p: &Payload, now: u64) -> bool {
+    fn try_direct(
+        &self,
+        ob: &mut Outbox,
+        key: Option<KeyRef<'_>>,
+        header: Header,
+        start: usize,
+        tail: &Bytes,
+        now: u64,
+    ) -> bool {
         // Keyed events only: reliable ones go through the sender, which keeps
         // them until the server confirms them (see `confirm`).
         if key.is_none()
@@ -286,12 +338,14 @@ impl Shared {
         {
             return false;
         }
-        let Some(d) = ob.direct.as_mut() else {
+        let Outbox { ring, direct, .. } = ob;
+        let Some(d) = direct.as_mut() else {
             return false;
         };
+        let body = &ring.arena_mut()[start..];
         d.buf.clear();
         let mask = d.rng.next_mask();
-        crate::codec::write_frame(&mut d.buf, p.header(), &p.head, &p.tail, mask);
+        crate::codec::write_frame(&mut d.buf, header, body, tail, mask);
         let n = match d.tcp.try_write(&d.buf) {
             Ok(n) => n,
             Err(_) => return false, // WouldBlock, or an error the sender will meet
@@ -309,8 +363,8 @@ impl Shared {
             ob.sender_idle = false;
             self.wake_sender.notify_one();
         }
-        ob.ring
-            .written_directly(key, p.header(), &p.head, &p.tail, now);
+        let body = ob.ring.arena_mut()[start..].to_vec();
+        ob.ring.written_directly(key, header, &body, tail, now);
         // The next event within the idle threshold goes through the sender:
         // at higher rates the hand-off batches, and `publish` stays cheap.
         ob.idle_since_ns = now;
@@ -327,7 +381,7 @@ impl Shared {
     pub(crate) async fn send_with<'m>(
         &self,
         meta: impl Fn() -> Meta<'m>,
-        encode: impl Fn(&mut Payload, bool) -> Result<(), EncodeError>,
+        encode: impl Fn(&mut Vec<u8>, bool) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
         loop {
             let room = self.room.notified();
@@ -464,7 +518,6 @@ impl Shared {
             }
             // Written already; nothing more can be done for them.
             ob.unconfirmed.clear();
-            ob.ring.set_reserved(0, 0);
             ob.ring.abandon_all()
         };
         if abandoned > 0 {
@@ -477,12 +530,6 @@ impl Shared {
 }
 
 impl Outbox {
-    /// Makes the ring's bounds cover the events awaiting confirmation.
-    pub(crate) fn sync_reserve(&mut self) {
-        let (items, bytes) = (self.unconfirmed.len(), self.unconfirmed.bytes());
-        self.ring.set_reserved(items, bytes);
-    }
-
     /// Counts a refusal that happened before the ring saw the event.
     pub(crate) fn ring_reject(&mut self) {
         self.ring.count_rejected();

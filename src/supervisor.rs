@@ -103,7 +103,6 @@ fn resend_unconfirmed(shared: &Shared) {
     for mut batch in ob.unconfirmed.take_all() {
         n += ob.ring.resend(&mut batch);
     }
-    ob.ring.set_reserved(0, 0);
     let head = ob.ring.head_seq();
     ob.written_through = ob.written_through.min(head);
     drop(ob);

@@ -207,7 +207,7 @@ impl Payload {
     }
 
     /// Size of the msgpack message.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn message_len(&self) -> usize {
         message_len(self.header(), self.head.len(), self.tail.len())
     }
@@ -233,66 +233,103 @@ impl Payload {
     }
 }
 
-/// Encodes a typed event: `[key], value, etype` after `ts`, the order Python
-/// gives a `ClientEvent` subclass with a class-attribute `etype`.
+/// What a body encoder produces besides the bytes it appended: the number
+/// of map entries it wrote (not counting `ts`; [`WHOLE`] for a complete
+/// message) and the bytes that follow unchanged.
+pub(crate) type BodyParts = (u32, Bytes);
+
+/// Appends a typed event's body: `[key], value, etype` after `ts`, the
+/// order Python gives a `ClientEvent` subclass with a class-attribute
+/// `etype`.
+pub(crate) fn body_typed<E: Event + ?Sized>(
+    ev: &E,
+    out: &mut Vec<u8>,
+    all_f32: bool,
+) -> Result<BodyParts, EncodeError> {
+    out.reserve(64);
+    let mut entries = 2;
+    if let Some(k) = ev.key() {
+        out.extend_from_slice(KEY_KEY);
+        write_str(out, k);
+        entries += 1;
+    }
+    out.extend_from_slice(VALUE_KEY);
+    to_msgpack(out, ev, all_f32)?;
+    out.extend_from_slice(ETYPE_KEY);
+    write_str(out, E::ETYPE);
+    Ok((entries, Bytes::new()))
+}
+
+/// Appends a dynamic event's body: `etype, [key], extras..., value` after
+/// `ts`, the order of Python's keyword form `ClientEvent(etype=..., key=...,
+/// value=...)`.
+pub(crate) fn body_dyn(
+    ev: &DynEvent,
+    out: &mut Vec<u8>,
+    all_f32: bool,
+) -> Result<BodyParts, EncodeError> {
+    let mut entries = 2;
+    let mut tail = Bytes::new();
+    out.extend_from_slice(ETYPE_KEY);
+    write_str(out, &ev.etype);
+    if let Some(k) = &ev.key {
+        out.extend_from_slice(KEY_KEY);
+        write_str(out, k);
+        entries += 1;
+    }
+    for (name, v) in &ev.extras {
+        write_str(out, name);
+        to_msgpack(out, v, all_f32)?;
+        entries += 1;
+    }
+    out.extend_from_slice(VALUE_KEY);
+    match &ev.value {
+        DynValue::Value(v) => to_msgpack(out, v, all_f32)?,
+        DynValue::Encoded(b) => tail = b.clone(),
+    }
+    Ok((entries, tail))
+}
+
+/// A pre-encoded message is sent as is.
+pub(crate) fn body_raw(ev: &RawEvent) -> BodyParts {
+    (WHOLE, ev.bytes.clone())
+}
+
+/// Encodes into a [`Payload`] with one of the body encoders.
+pub(crate) fn encode_into(
+    out: &mut Payload,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
+) -> Result<(), EncodeError> {
+    out.head.clear();
+    let (entries, tail) = f(&mut out.head)?;
+    out.entries = entries;
+    out.tail = tail;
+    Ok(())
+}
+
+/// Encodes a typed event into a [`Payload`].
+#[cfg(test)]
 pub(crate) fn encode_typed<E: Event + ?Sized>(
     ev: &E,
     out: &mut Payload,
     all_f32: bool,
 ) -> Result<(), EncodeError> {
-    out.head.clear();
-    out.tail = Bytes::new();
-    out.head.reserve(64);
-    let mut entries = 2;
-    if let Some(k) = ev.key() {
-        out.head.extend_from_slice(KEY_KEY);
-        write_str(&mut out.head, k);
-        entries += 1;
-    }
-    out.head.extend_from_slice(VALUE_KEY);
-    to_msgpack(&mut out.head, ev, all_f32)?;
-    out.head.extend_from_slice(ETYPE_KEY);
-    write_str(&mut out.head, E::ETYPE);
-    out.entries = entries;
-    Ok(())
+    encode_into(out, |b| body_typed(ev, b, all_f32))
 }
 
-/// Encodes a dynamic event: `etype, [key], extras..., value` after `ts`, the
-/// order of Python's keyword form `ClientEvent(etype=..., key=..., value=...)`.
+/// Encodes a dynamic event into a [`Payload`].
 pub(crate) fn encode_dyn(
     ev: &DynEvent,
     out: &mut Payload,
     all_f32: bool,
 ) -> Result<(), EncodeError> {
-    out.head.clear();
-    out.tail = Bytes::new();
-    let mut entries = 2;
-    write_str(&mut out.head, "etype");
-    write_str(&mut out.head, &ev.etype);
-    if let Some(k) = &ev.key {
-        write_str(&mut out.head, "key");
-        write_str(&mut out.head, k);
-        entries += 1;
-    }
-    for (name, v) in &ev.extras {
-        write_str(&mut out.head, name);
-        to_msgpack(&mut out.head, v, all_f32)?;
-        entries += 1;
-    }
-    write_str(&mut out.head, "value");
-    match &ev.value {
-        DynValue::Value(v) => to_msgpack(&mut out.head, v, all_f32)?,
-        DynValue::Encoded(b) => out.tail = b.clone(),
-    }
-    out.entries = entries;
-    Ok(())
+    encode_into(out, |b| body_dyn(ev, b, all_f32))
 }
 
-/// A pre-encoded message is sent as is.
+/// Encodes a pre-encoded message into a [`Payload`].
+#[cfg(test)]
 pub(crate) fn encode_raw(ev: &RawEvent, out: &mut Payload) {
-    out.head.clear();
-    out.entries = WHOLE;
-    out.tail = ev.bytes.clone();
+    let _ = encode_into(out, |_| Ok(body_raw(ev)));
 }
 
 /// True if a top-level entry named `key`, whose value starts with the byte

@@ -174,6 +174,32 @@ fn take_all_is_a_swap_and_keys_find_no_stale_slot() {
 }
 
 #[test]
+fn take_up_to_takes_a_bounded_prefix() {
+    let mut r = ring(10, 1000);
+    for i in 0..6 {
+        push(&mut r, if i == 1 { k("a") } else { None }, i, 10, u64::MAX).unwrap();
+    }
+    let mut b = Batch::default();
+    r.take_up_to(&mut b, 4, 1000);
+    assert_eq!(values(&b), vec![0, 1, 2, 3]);
+    assert_eq!(r.len(), 2);
+    // Taken items count against the bounds until completed.
+    assert_eq!(r.held(), (6, 60));
+    // The key's slot left with the batch: a new value queues anew.
+    assert_eq!(push(&mut r, k("a"), 9, 10, u64::MAX), Ok(Pushed::Queued));
+    r.complete(&mut b, true, |_| false);
+    // A byte budget too small for one item still takes one.
+    r.take_up_to(&mut b, 10, 5);
+    assert_eq!(values(&b), vec![4]);
+    r.complete(&mut b, true, |_| false);
+    // Everything fits: all of it.
+    r.take_up_to(&mut b, 10, 1000);
+    assert_eq!(values(&b), vec![5, 9]);
+    r.complete(&mut b, true, |_| false);
+    check_identity(&r);
+}
+
+#[test]
 fn restore_puts_last_values_first() {
     let mut r = ring(10, 100);
     push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
