@@ -266,7 +266,14 @@ fn main() {
         println!("no DejaVuSans.ttf found: plots skipped");
         return;
     }
-    let dir = root().join("benches/plots");
+    // A smoke run (`cargo bench -- --test`) must not overwrite the plots
+    // of BENCHMARKS.md with its own short results.
+    let smoke = std::env::args().any(|a| a == "--test" || a == "--quick");
+    let dir = if smoke {
+        root().join("target/bench-results/plots")
+    } else {
+        root().join("benches/plots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     for (name, f) in [
         ("throughput.png", throughput as fn(&Path) -> Res),

@@ -5,7 +5,8 @@
 #   - format check, clippy with -D warnings;
 #   - every test: unit, integration (in-process server), interop (real
 #     Python server), CLI, doctests;
-#   - the benches compiled, and each run once as a smoke test.
+#   - every bench compiled and run once, briefly, so they cannot rot
+#     (`cargo bench` alone runs them for real; see BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,6 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test
-echo "== cargo bench --no-run"
-cargo bench --no-run
+echo "== cargo bench -- --test (every bench compiled and run once, briefly)"
+cargo bench -- --test
 echo "== all checks passed"
