@@ -192,8 +192,8 @@ fn latency(out: &Path) -> Res {
     Ok(())
 }
 
-/// p99 age per second for each case.
-fn staleness(out: &Path) -> Res {
+/// p99 age per second for each case of one peer (`prefix`).
+fn staleness(out: &Path, prefix: &str, title: &str) -> Res {
     let Some(cases) = read_json(&root().join("target/bench-results/staleness.json")) else {
         println!("no staleness.json; run `cargo bench --bench staleness`");
         return Ok(());
@@ -201,6 +201,7 @@ fn staleness(out: &Path) -> Res {
     let cases = cases.as_array().cloned().unwrap_or_default();
     let series: Vec<(String, Vec<(f64, f64)>)> = cases
         .iter()
+        .filter(|c| c["case"].as_str().unwrap_or("").starts_with(prefix))
         .map(|c| {
             let pts = c["per_second"]
                 .as_array()
@@ -210,7 +211,8 @@ fn staleness(out: &Path) -> Res {
                         .collect()
                 })
                 .unwrap_or_default();
-            (c["case"].as_str().unwrap_or("").to_owned(), pts)
+            let name = c["case"].as_str().unwrap_or("");
+            (name.trim_start_matches(prefix).trim_start_matches(": ").to_owned(), pts)
         })
         .collect();
     let tmax = series
@@ -226,10 +228,7 @@ fn staleness(out: &Path) -> Res {
     let root = BitMapBackend::new(out, (900, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Age of the values a 60 msg/s reader gets (p99 per second; 10 keys x 10 kHz)",
-            ("sans-serif", 20),
-        )
+        .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(60)
@@ -275,11 +274,27 @@ fn main() {
         root().join("benches/plots")
     };
     std::fs::create_dir_all(&dir).unwrap();
-    for (name, f) in [
-        ("throughput.png", throughput as fn(&Path) -> Res),
-        ("latency.png", latency),
-        ("staleness.png", staleness),
-    ] {
+    let staleness_reader = |p: &Path| {
+        staleness(
+            p,
+            "60 msg/s reader",
+            "Age of the values a 60 msg/s reader gets (p99 per second; 10 keys x 10 kHz)",
+        )
+    };
+    let staleness_link = |p: &Path| {
+        staleness(
+            p,
+            "20 kB/s link",
+            "Age of the values read through a 20 kB/s link (p99 per second; 10 keys x 10 kHz)",
+        )
+    };
+    let plots: [(&str, &dyn Fn(&Path) -> Res); 4] = [
+        ("throughput.png", &throughput),
+        ("latency.png", &latency),
+        ("staleness_slow_reader.png", &staleness_reader),
+        ("staleness_slow_link.png", &staleness_link),
+    ];
+    for (name, f) in plots {
         if let Err(e) = f(&dir.join(name)) {
             println!("{name}: {e}");
         }

@@ -17,6 +17,9 @@
 //! `target/bench-results/staleness.json` for the plots.
 
 mod common;
+#[path = "../tests/common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,7 +38,41 @@ type Case<'a> = (&'static str, Box<dyn Fn() -> Vec<(f64, f64)> + 'a>);
 const KEYS: usize = 10;
 const PER_KEY_HZ: u64 = 10_000;
 
-async fn slow_server(rate: f64, ages: Ages, t0: Instant) -> LocalServer {
+/// The peer a case talks to: a server reading 60 messages/s, or a fast
+/// server behind a 20 kB/s link.
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    SlowReader,
+    SlowLink,
+}
+
+/// Starts the peer; returns the server (to keep) and the URI to connect to.
+async fn peer(kind: Peer, ages: Ages, t0: Instant) -> (LocalServer, Option<proxy::Proxy>, String) {
+    match kind {
+        Peer::SlowReader => {
+            let s = slow_server(Some(60.0), ages, t0).await;
+            let uri = s.uri();
+            (s, None, uri)
+        }
+        Peer::SlowLink => {
+            let s = slow_server(None, ages, t0).await;
+            let p = proxy::Proxy::start_with(
+                s.addr(),
+                proxy::ProxyOptions {
+                    socket_buffer: Some(16 << 10),
+                    up_bandwidth: Some(20_000),
+                    down_bandwidth: None,
+                },
+            )
+            .await
+            .unwrap();
+            let uri = p.uri();
+            (s, Some(p), uri)
+        }
+    }
+}
+
+async fn slow_server(rate: Option<f64>, ages: Ages, t0: Instant) -> LocalServer {
     let hook: EventHook = Arc::new(move |r: &Received| {
         if r.event.etype() == "POSE" {
             let age = (r.at_unix_ns / 1_000_000) as f64 - r.event.ts().unwrap_or(0) as f64;
@@ -49,7 +86,7 @@ async fn slow_server(rate: f64, ages: Ages, t0: Instant) -> LocalServer {
     })
     .await
     .unwrap();
-    s.set_read_rate(Some(rate));
+    s.set_read_rate(rate);
     s
 }
 
@@ -78,12 +115,12 @@ fn rounds(secs: u64, mut f: impl FnMut(u64)) {
     }
 }
 
-async fn ours(secs: u64, keyed: bool, pacing: Option<Pacing>) -> Vec<(f64, f64)> {
+async fn ours(kind: Peer, secs: u64, keyed: bool, pacing: Option<Pacing>) -> Vec<(f64, f64)> {
     let ages: Ages = Arc::default();
     let t0 = Instant::now();
-    let server = slow_server(60.0, ages.clone(), t0).await;
+    let (server, _proxy, uri) = peer(kind, ages.clone(), t0).await;
     let client = VuerClient::builder()
-        .uri(server.uri())
+        .uri(uri)
         .pacing(pacing)
         .connect()
         .await
@@ -124,11 +161,11 @@ struct Env {
     value: [f32; 3],
 }
 
-async fn baseline(secs: u64) -> Vec<(f64, f64)> {
+async fn baseline(kind: Peer, secs: u64) -> Vec<(f64, f64)> {
     let ages: Ages = Arc::default();
     let t0 = Instant::now();
-    let server = slow_server(60.0, ages.clone(), t0).await;
-    let mut ws = baseline_connect(&server.uri()).await;
+    let (server, _proxy, uri) = peer(kind, ages.clone(), t0).await;
+    let mut ws = baseline_connect(&uri).await;
     let start = Instant::now();
     let mut i = 0u64;
     // The same schedule; `send` waits when the socket is full, so the
@@ -174,29 +211,35 @@ fn per_second(ages: &[(f64, f64)], secs: u64) -> Vec<(u64, f64, f64)> {
         .collect()
 }
 
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
     let secs = if quick { 3 } else { 20 };
     let rt = runtime();
     let mut out = Vec::new();
-    let cases: Vec<Case> = vec![
-        (
-            "vuer-client keyed, pacing on",
-            Box::new(|| rt.block_on(ours(secs, true, Some(Pacing::default())))),
-        ),
-        (
-            "vuer-client keyed, pacing off",
-            Box::new(|| rt.block_on(ours(secs, true, None))),
-        ),
-        (
-            "vuer-client reliable, pacing on",
-            Box::new(|| rt.block_on(ours(secs, false, Some(Pacing::default())))),
-        ),
-        (
-            "tokio-tungstenite (every event)",
-            Box::new(|| rt.block_on(baseline(secs))),
-        ),
-    ];
+    let mut cases: Vec<Case> = Vec::new();
+    for (kind, peer_name) in [(Peer::SlowReader, "60 msg/s reader"), (Peer::SlowLink, "20 kB/s link")] {
+        let rt = &rt;
+        cases.push((
+            leak(format!("{peer_name}: vuer-client keyed, pacing on")),
+            Box::new(move || rt.block_on(ours(kind, secs, true, Some(Pacing::default())))),
+        ));
+        cases.push((
+            leak(format!("{peer_name}: vuer-client keyed, pacing off")),
+            Box::new(move || rt.block_on(ours(kind, secs, true, None))),
+        ));
+        cases.push((
+            leak(format!("{peer_name}: vuer-client reliable, pacing on")),
+            Box::new(move || rt.block_on(ours(kind, secs, false, Some(Pacing::default())))),
+        ));
+        cases.push((
+            leak(format!("{peer_name}: tokio-tungstenite (every event)")),
+            Box::new(move || rt.block_on(baseline(kind, secs))),
+        ));
+    }
     for (name, run) in &cases {
         println!(
             "{name}: 10 keys x {PER_KEY_HZ} Hz for {secs} s -> a server reading 60 messages/s"
