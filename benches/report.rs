@@ -39,6 +39,8 @@ fn register_font() -> bool {
 }
 
 type Res = Result<(), Box<dyn std::error::Error>>;
+/// A plot: its file name and the function that draws it.
+type Plot<'a> = (&'static str, &'a dyn Fn(&Path) -> Res);
 
 /// Events/s of each throughput bench (criterion median, one event per iteration).
 fn throughput(out: &Path) -> Res {
@@ -212,7 +214,12 @@ fn staleness(out: &Path, prefix: &str, title: &str) -> Res {
                 })
                 .unwrap_or_default();
             let name = c["case"].as_str().unwrap_or("");
-            (name.trim_start_matches(prefix).trim_start_matches(": ").to_owned(), pts)
+            (
+                name.trim_start_matches(prefix)
+                    .trim_start_matches(": ")
+                    .to_owned(),
+                pts,
+            )
         })
         .collect();
     let tmax = series
@@ -288,7 +295,7 @@ fn main() {
             "Age of the values read through a 20 kB/s link (p99 per second; 10 keys x 10 kHz)",
         )
     };
-    let plots: [(&str, &dyn Fn(&Path) -> Res); 4] = [
+    let plots: [Plot; 4] = [
         ("throughput.png", &throughput),
         ("latency.png", &latency),
         ("staleness_slow_reader.png", &staleness_reader),

@@ -221,7 +221,10 @@ fn main() {
     let rt = runtime();
     let mut out = Vec::new();
     let mut cases: Vec<Case> = Vec::new();
-    for (kind, peer_name) in [(Peer::SlowReader, "60 msg/s reader"), (Peer::SlowLink, "20 kB/s link")] {
+    for (kind, peer_name) in [
+        (Peer::SlowReader, "60 msg/s reader"),
+        (Peer::SlowLink, "20 kB/s link"),
+    ] {
         let rt = &rt;
         cases.push((
             leak(format!("{peer_name}: vuer-client keyed, pacing on")),
