@@ -122,6 +122,11 @@ pub use stats::Stats;
 pub use supervisor::Reconnect;
 pub use value::Value;
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The rustls version this crate uses, to build a
 /// [`ClientBuilder::tls_config`].
 pub use rustls;

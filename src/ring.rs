@@ -856,30 +856,6 @@ impl<H: Copy> Ring<H> {
         n
     }
 
-    /// Counts an item that was written directly, without entering the line
-    /// (the publisher wrote it while the sender was idle): published and
-    /// sent at once, and retained as its key's last value.
-    pub fn written_directly(
-        &mut self,
-        key: Option<KeyRef<'_>>,
-        header: H,
-        body: &[u8],
-        tail: &Bytes,
-        born: u64,
-    ) {
-        self.counters.published += 1;
-        self.counters.sent += 1;
-        let Some(k) = key else { return };
-        let id = match self.index.get(&k) {
-            Some(&id) => id,
-            None => match self.intern(k) {
-                Some(id) => id,
-                None => return,
-            },
-        };
-        self.retain(id, header, body, tail, born);
-    }
-
     /// Makes this the last written value of key `id` (reusing its buffer).
     fn retain(&mut self, id: u32, header: H, body: &[u8], tail: &Bytes, born: u64) {
         let st = &mut self.keys[id as usize];

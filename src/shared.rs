@@ -59,6 +59,18 @@ pub(crate) struct Direct {
     pub ctx: std::sync::Arc<ConnCtx>,
     pub rng: crate::codec::MaskRng,
     pub buf: Vec<u8>,
+    pub batch: crate::ring::Batch<Header>,
+}
+
+/// What the direct-write path did.
+enum DirectOutcome {
+    /// Nothing: the sender takes the event.
+    No,
+    /// Written; nothing more to do.
+    Written,
+    /// Written; the sender must still run (to send a probe, or the rest of
+    /// a frame written in part).
+    WrittenWakeSender,
 }
 
 /// Everything behind the outbox lock.
@@ -293,10 +305,6 @@ impl Shared {
                     limit: self.config.max_outgoing_message,
                 });
             }
-            if self.try_direct(&mut ob, key, header, start, &tail, now) {
-                ob.ring.truncate_arena(start);
-                return Ok(());
-            }
             if ob
                 .ring
                 .push_appended(key, header, start, tail, now, deadline)
@@ -305,7 +313,10 @@ impl Shared {
                 let (queued, bytes) = ob.ring.held();
                 return Err(PublishError::Full { queued, bytes });
             }
-            self.poke_sender(&mut ob)
+            match self.try_direct(&mut ob, now) {
+                DirectOutcome::Written => false,
+                DirectOutcome::WrittenWakeSender | DirectOutcome::No => self.poke_sender(&mut ob),
+            }
         };
         if wake {
             self.wake_sender.notify_one();
@@ -313,68 +324,78 @@ impl Shared {
         Ok(())
     }
 
-    /// The direct-write path: when the sender has been idle a while and
-    /// nothing is queued, write the frame now from the caller's thread with
-    /// a non-blocking write, instead of waking the sender (see
-    /// [`DIRECT_AFTER_IDLE_NS`]). Called under the outbox lock, which keeps
-    /// the sender from writing meanwhile. Returns false (nothing written)
-    /// when the path does not apply or the socket has no room.
-    fn try_direct(
-        &self,
-        ob: &mut Outbox,
-        key: Option<KeyRef<'_>>,
-        header: Header,
-        start: usize,
-        tail: &Bytes,
-        now: u64,
-    ) -> bool {
-        // Keyed events only: reliable ones go through the sender, which keeps
-        // them until the server confirms them (see `confirm`).
-        if key.is_none()
+    /// The direct-write path: when the sender has been idle a while and the
+    /// event just queued is the only one, the publishing thread does the
+    /// sender's work for it (take, frame, non-blocking write, settle) instead
+    /// of waking the sender's thread (see [`DIRECT_AFTER_IDLE_NS`]). Called
+    /// under the outbox lock, which keeps the sender from writing meanwhile.
+    fn try_direct(&self, ob: &mut Outbox, now: u64) -> DirectOutcome {
+        if ob.ring.len() != 1
             || !ob.sender_idle
-            || !ob.ring.is_empty()
             || !ob.control.raw.is_empty()
             || now.saturating_sub(ob.idle_since_ns) < DIRECT_AFTER_IDLE_NS
         {
-            return false;
+            return DirectOutcome::No;
         }
-        let Outbox { ring, direct, .. } = ob;
+        let Outbox {
+            ring,
+            direct,
+            control,
+            unconfirmed,
+            written_through,
+            idle_since_ns,
+            ..
+        } = ob;
         let Some(d) = direct.as_mut() else {
-            return false;
+            return DirectOutcome::No;
         };
-        let body = &ring.arena_mut()[start..];
+        ring.take_all(&mut d.batch);
         d.buf.clear();
-        let mask = d.rng.next_mask();
-        crate::codec::write_frame(&mut d.buf, header, body, tail, mask);
+        for slot in d.batch.slots() {
+            crate::codec::write_frame(
+                &mut d.buf,
+                slot.header,
+                d.batch.body(slot),
+                &slot.tail,
+                d.rng.next_mask(),
+            );
+        }
         let n = match d.tcp.try_write(&d.buf) {
-            Ok(n) => n,
-            Err(_) => return false, // WouldBlock, or an error the sender will meet
+            Ok(n) if n > 0 => n,
+            // WouldBlock, or an error the sender will meet: its job then.
+            _ => {
+                ring.requeue(&mut d.batch);
+                return DirectOutcome::No;
+            }
         };
-        if n == 0 {
-            return false;
-        }
         let len = d.buf.len();
-        d.ctx.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        if n < len {
-            // The frame is committed to the stream: the sender writes the
-            // rest before anything else.
-            let rest = d.buf[n..].to_vec();
-            ob.control.raw = rest;
-            ob.sender_idle = false;
-            self.wake_sender.notify_one();
-        }
-        let body = ob.ring.arena_mut()[start..].to_vec();
-        ob.ring.written_directly(key, header, &body, tail, now);
+        let before = d.ctx.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        // Written (if only in part, the frame is committed to the stream and
+        // the sender writes the rest before anything else): settled as the
+        // sender would, reliable events kept until the server confirms them.
+        let end = d.batch.end_seq();
+        ring.settle(&d.batch, true, |_| false);
+        let reliable = d.batch.slots().iter().any(|s| !s.is_keyed());
+        unconfirmed.keep(&mut d.batch, before + len as u64, |_| true);
+        *written_through = (*written_through).max(end);
         // The next event within the idle threshold goes through the sender:
         // at higher rates the hand-off batches, and `publish` stays cheap.
-        ob.idle_since_ns = now;
+        *idle_since_ns = now;
         let c = &self.counters;
         Counters::add(&c.bytes_sent, len as u64);
         Counters::add(&c.frames_sent, 1);
         Counters::add(&c.flushes, 1);
         Counters::add(&c.direct_writes, 1);
-        ob.written_through = ob.written_through.max(ob.ring.tail_seq());
-        true
+        if n < len {
+            control.raw = d.buf[n..].to_vec();
+            return DirectOutcome::WrittenWakeSender;
+        }
+        // The sender sends the probe that confirms a reliable event.
+        if reliable {
+            DirectOutcome::WrittenWakeSender
+        } else {
+            DirectOutcome::Written
+        }
     }
 
     /// Waits for room, then queues (the `send().await` path).

@@ -160,6 +160,7 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
         ctx: ctx.clone(),
         rng: MaskRng::from_os(),
         buf: Vec::with_capacity(256),
+        batch: Default::default(),
     });
     let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));
     let sender = sender::run(shared.clone(), ctx.clone(), conn.write);

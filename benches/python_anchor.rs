@@ -1,0 +1,77 @@
+//! The Python anchor: times the real `vuer.VuerClient` (vuer 0.1.6) sending
+//! SET_POSITION events to the same in-process sink as the other benches,
+//! so BENCHMARKS.md can state the ratio. Needs a Python with vuer 0.1.6
+//! (`VUER_PYTHON`, else `.venv/bin/python`, which `tests/run.sh` creates);
+//! without one it says so and skips.
+//!
+//! ```text
+//! cargo bench --bench python_anchor             # 100 000 events
+//! cargo bench --bench python_anchor -- --quick  # 2 000 events
+//! ```
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn python() -> Option<PathBuf> {
+    let py = std::env::var("VUER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import importlib.metadata as m; assert m.version('vuer') == '0.1.6'",
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(py)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let n: u64 = if quick { 2_000 } else { 100_000 };
+    let Some(py) = python() else {
+        println!("python anchor skipped: no Python with vuer 0.1.6 (set VUER_PYTHON, or run tests/run.sh to create .venv)");
+        return;
+    };
+    let rt = runtime();
+    let server = rt.block_on(sink());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/python_anchor.py");
+    let start = Instant::now();
+    let out = Command::new(py)
+        .arg(script)
+        .arg(server.uri())
+        .arg(n.to_string())
+        .output()
+        .expect("run the python anchor");
+    assert!(
+        out.status.success(),
+        "python anchor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sink has counted INIT and every event (the loop awaited each send).
+    assert!(rt.block_on(server.wait_until(|s| s.frames > n, Duration::from_secs(60))));
+    let total = start.elapsed();
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    let secs = v["seconds"].as_f64().unwrap();
+    let cpu = v["cpu_seconds"].as_f64().unwrap();
+    let rate = n as f64 / secs;
+    println!(
+        "python vuer.VuerClient, await send(e) per event: {n} events in {secs:.2} s = {rate:.0} events/s, \
+         {:.1} µs of Python CPU per event (process total {total:.1?} incl. start-up)",
+        cpu / n as f64 * 1e6
+    );
+    write_result(
+        "python_anchor.json",
+        &format!(
+            "{{\"events\":{n},\"seconds\":{secs},\"events_per_sec\":{rate},\"cpu_us_per_event\":{}}}",
+            cpu / n as f64 * 1e6
+        ),
+    );
+}
