@@ -72,6 +72,9 @@ impl Default for Pacing {
 /// stream (plus a round trip) is written twice.
 const CONFIRM_EVERY: Duration = Duration::from_millis(10);
 
+/// [`CONFIRM_EVERY`] in nanoseconds.
+pub(crate) const CONFIRM_EVERY_NS: u64 = CONFIRM_EVERY.as_nanos() as u64;
+
 /// Encodes a probe's ping payload: when it was sent and the byte offset it
 /// follows.
 pub(crate) fn probe_payload(sent_ns: u64, offset: u64) -> [u8; 16] {

@@ -32,7 +32,7 @@ use crate::ConnectionState;
 /// are sparse, the socket has room, and waking the sender's thread would
 /// cost more (50-100 µs measured) than the write. At higher rates the
 /// hand-off batches events and `publish` stays a memory operation.
-const DIRECT_AFTER_IDLE_NS: u64 = 200_000;
+const DIRECT_AFTER_IDLE_NS: u64 = 50_000;
 
 /// State changes kept for [`Shared::changes`] receivers that fall behind.
 const STATE_CHANGES_KEPT: usize = 64;
@@ -60,6 +60,8 @@ pub(crate) struct Direct {
     pub rng: crate::codec::MaskRng,
     pub buf: Vec<u8>,
     pub batch: crate::ring::Batch<Header>,
+    /// When this path last appended a probe ([`clock::now_ns`]; 0: never).
+    pub last_probe_ns: u64,
 }
 
 /// What the direct-write path did.
@@ -68,8 +70,7 @@ enum DirectOutcome {
     No,
     /// Written; nothing more to do.
     Written,
-    /// Written; the sender must still run (to send a probe, or the rest of
-    /// a frame written in part).
+    /// Written in part; the sender must write the rest.
     WrittenWakeSender,
 }
 
@@ -360,6 +361,25 @@ impl Shared {
                 d.rng.next_mask(),
             );
         }
+        // Nothing else writes while the sender is idle (checked above, under
+        // the lock we hold), so this is where the data starts.
+        let end_offset = d.ctx.written_bytes.load(Ordering::Relaxed) + d.buf.len() as u64;
+        // A reliable event stays unconfirmed until a probe's pong covers it.
+        // At sparse rates the probe rides in the same write (no wake-up of
+        // the sender); more often than the confirmation interval, the
+        // sender's timer sends one for the lot.
+        let reliable = d.batch.slots().iter().any(|s| !s.is_keyed());
+        let probe =
+            reliable && now.saturating_sub(d.last_probe_ns) >= crate::pacing::CONFIRM_EVERY_NS;
+        if probe {
+            let payload = crate::pacing::probe_payload(now, end_offset);
+            crate::codec::write_control(
+                &mut d.buf,
+                crate::codec::Opcode::Ping,
+                &payload,
+                d.rng.next_mask(),
+            );
+        }
         let n = match d.tcp.try_write(&d.buf) {
             Ok(n) if n > 0 => n,
             // WouldBlock, or an error the sender will meet: its job then.
@@ -369,33 +389,35 @@ impl Shared {
             }
         };
         let len = d.buf.len();
-        let before = d.ctx.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        d.ctx.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if probe {
+            d.last_probe_ns = now;
+        }
         // Written (if only in part, the frame is committed to the stream and
         // the sender writes the rest before anything else): settled as the
         // sender would, reliable events kept until the server confirms them.
         let end = d.batch.end_seq();
         ring.settle(&d.batch, true, |_| false);
-        let reliable = d.batch.slots().iter().any(|s| !s.is_keyed());
-        unconfirmed.keep(&mut d.batch, before + len as u64, |_| true);
+        unconfirmed.keep(&mut d.batch, end_offset, |_| true);
         *written_through = (*written_through).max(end);
         // The next event within the idle threshold goes through the sender:
         // at higher rates the hand-off batches, and `publish` stays cheap.
         *idle_since_ns = now;
         let c = &self.counters;
         Counters::add(&c.bytes_sent, len as u64);
-        Counters::add(&c.frames_sent, 1);
+        Counters::add(&c.frames_sent, 1 + u64::from(probe));
+        Counters::add(&c.pings_sent, u64::from(probe));
         Counters::add(&c.flushes, 1);
         Counters::add(&c.direct_writes, 1);
         if n < len {
             control.raw = d.buf[n..].to_vec();
             return DirectOutcome::WrittenWakeSender;
         }
-        // The sender sends the probe that confirms a reliable event.
-        if reliable {
-            DirectOutcome::WrittenWakeSender
-        } else {
-            DirectOutcome::Written
+        if reliable && !probe {
+            // The sender's confirmation timer covers it.
+            return DirectOutcome::WrittenWakeSender;
         }
+        DirectOutcome::Written
     }
 
     /// Waits for room, then queues (the `send().await` path).

@@ -155,13 +155,20 @@ const CLOSE_FRAME_GRACE: Duration = Duration::from_millis(100);
 /// Runs one connection until it ends; returns why.
 async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
     let ctx = Arc::new(ConnCtx::new(conn.socket, shared.shutdown.child_token()));
-    shared.outbox().direct = conn.direct.map(|tcp| Direct {
-        tcp,
-        ctx: ctx.clone(),
-        rng: MaskRng::from_os(),
-        buf: Vec::with_capacity(256),
-        batch: Default::default(),
-    });
+    {
+        let mut ob = shared.outbox();
+        // Not idle until the new sender says so: INIT goes first, and only the
+        // sender writes it.
+        ob.sender_idle = false;
+        ob.direct = conn.direct.map(|tcp| Direct {
+            tcp,
+            ctx: ctx.clone(),
+            rng: MaskRng::from_os(),
+            buf: Vec::with_capacity(256),
+            batch: Default::default(),
+            last_probe_ns: 0,
+        });
+    }
     let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));
     let sender = sender::run(shared.clone(), ctx.clone(), conn.write);
     tokio::pin!(sender);
