@@ -101,6 +101,8 @@ struct Row {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
+    /// Share of events the publishing thread wrote itself (ours only).
+    direct_pct: Option<f64>,
 }
 
 async fn ours(rate_hz: u64, n: u64) -> Row {
@@ -123,8 +125,11 @@ async fn ours(rate_hz: u64, n: u64) -> Row {
     .await
     .unwrap();
     wait_events(&server, n + 1).await;
+    let direct = client.stats().direct_writes;
     client.close().await.unwrap();
-    row("vuer-client", rate_hz, &hist)
+    let mut r = row("vuer-client", rate_hz, &hist);
+    r.direct_pct = Some(100.0 * direct as f64 / n as f64);
+    r
 }
 
 async fn baseline(rate_hz: u64, n: u64) -> Row {
@@ -178,6 +183,7 @@ fn row(client: &'static str, rate_hz: u64, hist: &Hist) -> Row {
         p50_us: h.value_at_quantile(0.5),
         p99_us: h.value_at_quantile(0.99),
         max_us: h.max(),
+        direct_pct: None,
     }
 }
 
@@ -197,13 +203,14 @@ fn main() {
     }
     println!("one-way latency, publish -> server read (µs)");
     println!(
-        "{:<18} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "client", "rate Hz", "events", "p50", "p99", "max"
+        "{:<18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "client", "rate Hz", "events", "p50", "p99", "max", "direct"
     );
     for r in &rows {
+        let direct = r.direct_pct.map_or("-".to_owned(), |d| format!("{d:.0}%"));
         println!(
-            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            r.client, r.rate_hz, r.events, r.p50_us, r.p99_us, r.max_us
+            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            r.client, r.rate_hz, r.events, r.p50_us, r.p99_us, r.max_us, direct
         );
     }
     let json: Vec<String> = rows

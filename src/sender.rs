@@ -334,8 +334,6 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 return SenderExit::CloseSent;
             }
             // While holding, wake at least once a second so the telemetry
-            // (and its hold counters) stays current.
-            // While holding, wake at least once a second so the telemetry
             // (and its hold counters) stays current. Reliable events written
             // since the last probe get one soon (confirmation).
             let recheck = match decision {

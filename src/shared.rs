@@ -62,6 +62,8 @@ pub(crate) struct Direct {
     pub batch: crate::ring::Batch<Header>,
     /// When this path last appended a probe ([`clock::now_ns`]; 0: never).
     pub last_probe_ns: u64,
+    /// The byte offset that probe follows.
+    pub last_probe_offset: u64,
 }
 
 /// What the direct-write path did.
@@ -392,6 +394,7 @@ impl Shared {
         d.ctx.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
         if probe {
             d.last_probe_ns = now;
+            d.last_probe_offset = end_offset;
         }
         // Written (if only in part, the frame is committed to the stream and
         // the sender writes the rest before anything else): settled as the
@@ -413,8 +416,13 @@ impl Shared {
             control.raw = d.buf[n..].to_vec();
             return DirectOutcome::WrittenWakeSender;
         }
-        if reliable && !probe {
-            // The sender's confirmation timer covers it.
+        // Without a probe of its own, a reliable event is confirmed by the
+        // sender: woken by the pong of our last probe if that is still on
+        // its way (it then finds this event unconfirmed and probes for it),
+        // or else woken now. The decoder stores the offset before it
+        // notifies, and the sender reads its state under the lock we hold,
+        // so one of the two always sees the other.
+        if reliable && !probe && d.ctx.acked_offset.load(Ordering::Relaxed) >= d.last_probe_offset {
             return DirectOutcome::WrittenWakeSender;
         }
         DirectOutcome::Written

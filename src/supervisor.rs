@@ -167,6 +167,7 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
             buf: Vec::with_capacity(256),
             batch: Default::default(),
             last_probe_ns: 0,
+            last_probe_offset: 0,
         });
     }
     let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));

@@ -523,3 +523,62 @@ async fn text_frames_are_decoded_as_json() {
     })
     .await;
 }
+
+/// Sparse reliable events go out from the publishing thread itself (the
+/// direct path) and must still all be confirmed by the server's pongs, with
+/// no later event to push them along: a confirmation left hanging would
+/// hold room in the bounds forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_reliable_events_are_written_directly_and_confirmed() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let p = client.publisher();
+        let n = 300u64;
+        tokio::task::spawn_blocking(move || {
+            for i in 0..n {
+                p.publish(&Tick(i)).unwrap();
+                // Gaps both shorter and longer than the confirmation
+                // interval (10 ms), so some events carry their own probe
+                // and some rely on an earlier one's pong.
+                let gap = match i % 10 {
+                    0 => 12_000,
+                    1..=4 => 300,
+                    _ => 1_500,
+                };
+                std::thread::sleep(Duration::from_micros(gap));
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events > n, Duration::from_secs(10))
+                .await
+        );
+        // Confirmation takes the confirmation interval plus a round trip;
+        // a second is generous, and well before the keepalive ping (5 s)
+        // would confirm them by the way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let s = client.stats();
+            if s.unconfirmed == 0 && s.sent == n {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "unconfirmed: {s:?}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let s = client.stats();
+        assert!(s.direct_writes > 0, "{s:?}");
+        check_identity(&s);
+        let got: Vec<i64> = server
+            .received()
+            .iter()
+            .skip(1)
+            .map(|r| r.event.data().unwrap().as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (0..n as i64).collect::<Vec<_>>());
+        client.close().await.unwrap();
+    })
+    .await;
+}
