@@ -1,6 +1,8 @@
 //! The Python anchor: times the real `vuer.VuerClient` (vuer 0.1.6) sending
 //! SET_POSITION events to the same in-process sink as the other benches,
-//! so BENCHMARKS.md can state the ratio. Needs a Python with vuer 0.1.6
+//! then vuer-client sending as many in the same run (`send().await` per
+//! event, the Python loop's shape, and `publish` from a plain thread), so
+//! BENCHMARKS.md can state the ratio. Needs a Python with vuer 0.1.6
 //! (`VUER_PYTHON`, else `.venv/bin/python`, which `tests/run.sh` creates);
 //! without one it says so and skips.
 //!
@@ -16,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vuer_client::VuerClient;
 
 fn python() -> Option<PathBuf> {
     let py = std::env::var("VUER_PYTHON")
@@ -67,10 +70,59 @@ fn main() {
          {:.1} µs of Python CPU per event (process total {total:.1?} incl. start-up)",
         cpu / n as f64 * 1e6
     );
+    // vuer-client, same events, same sink, same run. Reliable (never
+    // coalesced), as the Python client sends them; 20x as many, so the run
+    // lasts long enough to time.
+    let ours_n = 20 * n;
+    let send_rate = rt.block_on(async {
+        let server = sink().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let start = Instant::now();
+        for i in 0..ours_n {
+            client
+                .send(&SetPosition([i as f32, 0.5, 0.0]))
+                .await
+                .unwrap();
+        }
+        wait_frames(&server, ours_n + 1).await;
+        let secs = start.elapsed().as_secs_f64();
+        client.close().await.unwrap();
+        ours_n as f64 / secs
+    });
+    let publish_rate = rt.block_on(async {
+        let server = sink().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let p = client.publisher();
+        let start = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..ours_n {
+                let e = SetPosition([i as f32, 0.5, 0.0]);
+                // The bounds are the backpressure: a full queue is retried.
+                while p.publish(&e).is_err() {
+                    std::thread::yield_now();
+                }
+            }
+        })
+        .await
+        .unwrap();
+        wait_frames(&server, ours_n + 1).await;
+        let secs = start.elapsed().as_secs_f64();
+        client.close().await.unwrap();
+        ours_n as f64 / secs
+    });
+    println!(
+        "vuer-client, send().await per event:          {send_rate:.0} events/s = {:.0}x the Python client",
+        send_rate / rate
+    );
+    println!(
+        "vuer-client, publish from a thread:           {publish_rate:.0} events/s = {:.0}x the Python client",
+        publish_rate / rate
+    );
     write_result(
         "python_anchor.json",
         &format!(
-            "{{\"events\":{n},\"seconds\":{secs},\"events_per_sec\":{rate},\"cpu_us_per_event\":{}}}",
+            "{{\"events\":{n},\"seconds\":{secs},\"events_per_sec\":{rate},\"cpu_us_per_event\":{},\
+             \"ours_send_per_sec\":{send_rate},\"ours_publish_per_sec\":{publish_rate}}}",
             cpu / n as f64 * 1e6
         ),
     );
