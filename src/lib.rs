@@ -113,7 +113,7 @@ pub use config::{
     default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
 };
-pub use connection::socket::{SocketOptions, TcpInfo};
+pub use connection::socket::{SocketOptions, TcpInfo, DEFAULT_NOTSENT_LOWAT};
 pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
 pub use pacing::Pacing;

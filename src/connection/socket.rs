@@ -9,12 +9,25 @@ use tokio::net::TcpStream;
 
 /// Socket tuning: see [`ClientBuilder::notsent_lowat`](crate::ClientBuilder::notsent_lowat)
 /// and [`ClientBuilder::send_buffer`](crate::ClientBuilder::send_buffer).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOptions {
-    /// `TCP_NOTSENT_LOWAT` in bytes.
+    /// `TCP_NOTSENT_LOWAT` in bytes (default [`DEFAULT_NOTSENT_LOWAT`]).
     pub notsent_lowat: Option<u32>,
-    /// `SO_SNDBUF` in bytes.
+    /// `SO_SNDBUF` in bytes (default: the kernel's auto-tuning).
     pub send_buffer: Option<u32>,
+}
+
+/// The default `TCP_NOTSENT_LOWAT`: 128 KiB. See
+/// [`ClientBuilder::notsent_lowat`](crate::ClientBuilder::notsent_lowat).
+pub const DEFAULT_NOTSENT_LOWAT: u32 = 128 * 1024;
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            notsent_lowat: Some(DEFAULT_NOTSENT_LOWAT),
+            send_buffer: None,
+        }
+    }
 }
 
 /// What the kernel reports about a TCP connection (the fields this crate
@@ -206,5 +219,70 @@ impl SocketHandle {
         }
         #[cfg(not(target_os = "linux"))]
         None
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn get_u32(h: &SocketHandle, level: libc::c_int, name: libc::c_int) -> u32 {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live socket; one c_int out, its size passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                h.fd,
+                level,
+                name,
+                &mut v as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        v as u32
+    }
+
+    /// Connects to a peer that never reads and writes until the socket
+    /// refuses more; returns the bytes the kernel holds unsent then.
+    async fn unsent_when_full(opts: SocketOptions) -> (u32, u32) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (client, _peer) = (client.unwrap(), server.unwrap());
+        let h = SocketHandle::new(&client);
+        h.apply(&opts);
+        let lowat = get_u32(&h, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT);
+        let chunk = vec![0u8; 16 * 1024];
+        let mut accepted = 0usize;
+        // Bounded: a peer that never reads lets in at most the buffers.
+        while accepted < 256 << 20 {
+            match client.try_write(&chunk) {
+                Ok(n) => accepted += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (lowat, h.info().unwrap().notsent_bytes)
+    }
+
+    #[tokio::test]
+    async fn default_limits_what_the_kernel_holds_unsent() {
+        let (lowat, unsent) = unsent_when_full(SocketOptions::default()).await;
+        assert_eq!(lowat, DEFAULT_NOTSENT_LOWAT);
+        // The kernel stops taking writes past the mark (plus at most one
+        // write's worth that was in progress).
+        assert!(unsent <= DEFAULT_NOTSENT_LOWAT + 64 * 1024, "{unsent}");
+        let (_, unlimited) = unsent_when_full(SocketOptions {
+            notsent_lowat: None,
+            send_buffer: None,
+        })
+        .await;
+        eprintln!("unsent when full: limited {unsent} B, unlimited {unlimited} B");
+        assert!(
+            unlimited > 2 * unsent,
+            "limited {unsent}, unlimited {unlimited}"
+        );
     }
 }
