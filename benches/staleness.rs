@@ -244,9 +244,8 @@ fn main() {
         ));
     }
     for (name, run) in &cases {
-        println!(
-            "{name}: 10 keys x {PER_KEY_HZ} Hz for {secs} s -> a server reading 60 messages/s"
-        );
+        // The peer is named at the start of the case's name.
+        println!("{name}: {KEYS} keys x {PER_KEY_HZ} Hz for {secs} s");
         let rss0 = rss_kib();
         let ages = run();
         let rss1 = rss_kib();
