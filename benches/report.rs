@@ -113,7 +113,8 @@ fn latency(out: &Path) -> Res {
         return Ok(());
     };
     let rows = rows.as_array().cloned().unwrap_or_default();
-    // Median over repeated runs of the same (client, rate).
+    // Median over repeated runs of the same (client, rate); of two runs,
+    // the slower (the upper median).
     let mut groups: Vec<(String, u64, Vec<f64>, Vec<f64>)> = Vec::new();
     for r in &rows {
         let client = r["client"].as_str().unwrap_or("").to_owned();
@@ -134,7 +135,8 @@ fn latency(out: &Path) -> Res {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
-    let mut bars: Vec<(String, f64, f64)> = groups
+    groups.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let bars: Vec<(String, f64, f64)> = groups
         .iter_mut()
         .map(|g| {
             (
@@ -144,7 +146,6 @@ fn latency(out: &Path) -> Res {
             )
         })
         .collect();
-    bars.sort_by(|a, b| a.0.cmp(&b.0));
     let root = BitMapBackend::new(out, (900, 460)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = bars.iter().map(|b| b.2).fold(1.0, f64::max) * 2.0;
