@@ -72,6 +72,13 @@ impl Default for Pacing {
 /// stream (plus a round trip) is written twice.
 const CONFIRM_EVERY: Duration = Duration::from_millis(10);
 
+/// The shortest span of a read-rate sample.
+const MIN_SAMPLE_NS: u64 = 2_000_000;
+/// How long a read-rate sample counts: twice the default `max_delay`.
+const RATE_WINDOW_NS: u64 = 100_000_000;
+/// Samples kept: enough for the window at one sample per `MIN_SAMPLE_NS`.
+const RATE_SAMPLES: usize = (RATE_WINDOW_NS / MIN_SAMPLE_NS) as usize + 1;
+
 /// [`CONFIRM_EVERY`] in nanoseconds.
 pub(crate) const CONFIRM_EVERY_NS: u64 = CONFIRM_EVERY.as_nanos() as u64;
 
@@ -110,13 +117,20 @@ pub(crate) struct Pacer {
     written: u64,
     /// Offset confirmed by the latest pong.
     acked: u64,
-    /// When `acked` last advanced.
-    acked_at_ns: u64,
-    /// Measured read rate, bytes per nanosecond: a moving average, and the
-    /// latest sample (the budget uses the smaller, so a server that slows
-    /// down is believed at once).
-    rate_avg: f64,
-    rate_last: f64,
+    /// Where the current rate sample started: (offset confirmed, when);
+    /// `None` until the first pong.
+    sample_base: Option<(u64, u64)>,
+    /// The pipe was empty after the latest pong: the next sample starts
+    /// when data goes out again, not during the idle time.
+    idle: bool,
+    /// Read-rate samples, bytes per nanosecond, with when they were taken
+    /// (a ring; `n_samples` valid).
+    samples: [(u64, f64); RATE_SAMPLES],
+    n_samples: usize,
+    next_sample: usize,
+    /// The read rate believed now (bytes per nanosecond; 0 until known):
+    /// the largest sample of the last [`RATE_WINDOW_NS`].
+    rate: f64,
     /// The outstanding probe: (offset it follows, when it was sent).
     probe: Option<(u64, u64)>,
     last_probe_ns: Option<u64>,
@@ -133,9 +147,12 @@ impl Pacer {
             cfg,
             written: 0,
             acked: 0,
-            acked_at_ns: 0,
-            rate_avg: 0.0,
-            rate_last: 0.0,
+            sample_base: None,
+            idle: false,
+            samples: [(0, 0.0); RATE_SAMPLES],
+            n_samples: 0,
+            next_sample: 0,
+            rate: 0.0,
             probe: None,
             last_probe_ns: None,
             holding_since: None,
@@ -172,30 +189,63 @@ impl Pacer {
 
     /// The server's measured read rate, bytes per second (0 until known).
     pub(crate) fn rate_bytes_per_sec(&self) -> f64 {
-        self.rate_avg.min(self.rate_last) * 1e9
+        self.rate * 1e9
     }
 
     /// A pong (seen at `now_ns`) confirmed everything up to `offset`.
+    ///
+    /// Rate samples span at least [`MIN_SAMPLE_NS`] (pongs that come close
+    /// together say little), start when data goes out into an empty pipe
+    /// (idle time is not the server's), and the rate believed is the
+    /// largest of the last [`RATE_WINDOW_NS`]: a sample taken while the
+    /// producer had little to send (app-limited) is low without the server
+    /// being slow, and believing it made the sender hold against a server
+    /// that keeps up (seen as bimodal throughput). A server that really
+    /// slows down is believed within the window, and meanwhile its probes
+    /// age past `max_delay`, which holds the sender anyway.
     pub(crate) fn acked(&mut self, offset: u64, now_ns: u64) {
         let offset = offset.min(self.written);
         if offset > self.acked {
-            if self.acked_at_ns > 0 && now_ns > self.acked_at_ns {
-                let sample = (offset - self.acked) as f64 / (now_ns - self.acked_at_ns) as f64;
-                self.rate_last = sample;
-                self.rate_avg = if self.rate_avg == 0.0 {
-                    sample
-                } else {
-                    0.75 * self.rate_avg + 0.25 * sample
-                };
-            }
             self.acked = offset;
-            self.acked_at_ns = now_ns;
+            match self.sample_base {
+                None => self.sample_base = Some((offset, now_ns)),
+                // The first sample is taken as soon as it can be: until
+                // then the sender is stop-and-wait.
+                Some((base, since))
+                    if now_ns > since
+                        && (self.n_samples == 0 || now_ns - since >= MIN_SAMPLE_NS) =>
+                {
+                    let sample = (offset - base) as f64 / (now_ns - since) as f64;
+                    self.samples[self.next_sample] = (now_ns, sample);
+                    self.next_sample = (self.next_sample + 1) % RATE_SAMPLES;
+                    self.n_samples = (self.n_samples + 1).min(RATE_SAMPLES);
+                    self.sample_base = Some((offset, now_ns));
+                }
+                Some(_) => {}
+            }
+            self.idle = self.acked >= self.written;
         }
+        self.update_rate(now_ns);
         if let Some((off, _)) = self.probe {
             if self.acked >= off {
                 self.probe = None;
             }
         }
+    }
+
+    /// The largest sample of the window (the latest one if none is that
+    /// recent).
+    fn update_rate(&mut self, now_ns: u64) {
+        if self.n_samples == 0 {
+            return;
+        }
+        let latest = self.samples[(self.next_sample + RATE_SAMPLES - 1) % RATE_SAMPLES].1;
+        let from = now_ns.saturating_sub(RATE_WINDOW_NS);
+        self.rate = self.samples[..self.n_samples]
+            .iter()
+            .filter(|(t, _)| *t >= from)
+            .map(|(_, r)| *r)
+            .fold(latest, f64::max);
     }
 
     /// The least time between probes: pacing's interval, or, with pacing
@@ -244,6 +294,13 @@ impl Pacer {
 
     fn force_probe_after(&mut self, now_ns: u64, pending: u64) -> u64 {
         let offset = self.written + pending;
+        if self.idle && offset > self.acked {
+            // Data goes out into an empty pipe: the next sample starts now.
+            self.idle = false;
+            if self.sample_base.is_some() {
+                self.sample_base = Some((self.acked, now_ns));
+            }
+        }
         if self.probe.is_none() {
             self.probe = Some((offset, now_ns));
         }
@@ -283,7 +340,8 @@ impl Pacer {
                 }
                 let limit = cfg.max_delay.as_nanos() as u64;
                 // What the server reads in `max_delay` at its measured rate.
-                let budget = (self.rate_avg.min(self.rate_last) * limit as f64) as u64;
+                self.update_rate(now_ns);
+                let budget = (self.rate * limit as f64) as u64;
                 let in_pipe = self.in_pipe();
                 age > limit || in_pipe > budget || in_pipe > cfg.max_pipe_bytes
             }
@@ -354,6 +412,39 @@ mod tests {
             "{}",
             p.rate_bytes_per_sec()
         );
+    }
+
+    #[test]
+    fn a_sample_taken_while_the_producer_was_quiet_does_not_hold_a_fast_server() {
+        let mut p = Pacer::new(Some(Pacing::default()));
+        // The server reads 1 MB per ms.
+        let off = p.take_probe(0, 1 << 20, false, false).unwrap();
+        p.wrote(1 << 20);
+        p.acked(off, MS);
+        let off = p.take_probe(MS, 1 << 20, false, false).unwrap();
+        p.wrote(1 << 20);
+        p.acked(off, 2 * MS);
+        assert!(p.rate_bytes_per_sec() > 5e8, "{}", p.rate_bytes_per_sec());
+        // The producer has one event; its pong comes late (a scheduling
+        // hiccup): 60 bytes in 2.5 ms is not what the server can read.
+        let off = p.take_probe(2 * MS + MS / 2, 60, false, false).unwrap();
+        p.wrote(60);
+        p.acked(off, 5 * MS);
+        // A burst follows: written at once, not held.
+        p.take_probe(5 * MS + MS / 10, 1 << 20, false, false)
+            .unwrap();
+        p.wrote(1 << 20);
+        assert_eq!(p.decide(5 * MS + MS / 5), Decision::Go);
+        // A server that really slows down is believed within the window.
+        let mut now = 5 * MS + MS / 5;
+        let mut off = p.written();
+        for _ in 0..20 {
+            now += 10 * MS;
+            p.acked(off, now);
+            off = p.take_probe(now, 6000, false, false).unwrap();
+            p.wrote(6000);
+        }
+        assert!(p.rate_bytes_per_sec() < 1e6, "{}", p.rate_bytes_per_sec());
     }
 
     #[test]
