@@ -48,6 +48,7 @@ fn throughput(out: &Path) -> Res {
     let mut bars = Vec::new();
     for name in [
         "vuer_client_publish_from_thread",
+        "vuer_client_send_blocking_from_thread",
         "vuer_client_send_await",
         "tokio_tungstenite_feed64_flush",
         "tokio_tungstenite_flush_each",

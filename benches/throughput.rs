@@ -53,6 +53,29 @@ fn throughput(c: &mut Criterion) {
         })
     });
 
+    // The same thread, parking while the queue is full (`send_blocking`)
+    // instead of spinning on `Full`.
+    g.bench_function("vuer_client_send_blocking_from_thread", |b| {
+        b.iter_custom(|iters| {
+            let base = server.stats().frames + 1; // + INIT
+            let client = rt.block_on(VuerClient::connect(&uri)).unwrap();
+            let publisher = client.publisher();
+            let start = Instant::now();
+            let producer = std::thread::spawn(move || {
+                for i in 0..iters {
+                    publisher
+                        .send_blocking(&SetPosition([i as f32, 0.5, 0.0]))
+                        .unwrap();
+                }
+            });
+            rt.block_on(wait_frames(&server, base + iters));
+            let elapsed = start.elapsed();
+            producer.join().unwrap();
+            rt.block_on(client.close()).unwrap();
+            elapsed
+        })
+    });
+
     // An async producer awaiting room (`send().await`).
     g.bench_function("vuer_client_send_await", |b| {
         b.iter_custom(|iters| {

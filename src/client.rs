@@ -215,6 +215,21 @@ impl VuerClient {
         send(&self.shared, event).await
     }
 
+    /// [`send`](Self::send) for plain threads: queues an event, blocking
+    /// the calling thread while the queue is full (no runtime needed). For
+    /// a thread that must deliver every event (a logger, a replay) and may
+    /// wait; a control loop that must never wait uses
+    /// [`publish`](Self::publish).
+    ///
+    /// # Panics
+    ///
+    /// When called from async code (inside a tokio runtime), where blocking
+    /// could stall the very tasks that make room; use `send().await` there.
+    /// The same rule as tokio's `blocking_send`.
+    pub fn send_blocking<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        send_blocking(&self.shared, event)
+    }
+
     /// Waits until every event queued before the call has been written to
     /// the socket (or resolved: coalesced, expired, dropped).
     pub async fn flush(&self) -> Result<(), PublishError> {
@@ -438,6 +453,26 @@ impl Publisher {
         send(&self.shared, event).await
     }
 
+    /// See [`VuerClient::send_blocking`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: vuer_client::VuerClient) {
+    /// let publisher = client.publisher();
+    /// std::thread::spawn(move || {
+    ///     // Every event delivered: wait for room rather than drop.
+    ///     for i in 0..10_000 {
+    ///         let e = vuer_client::DynEvent::new("LOG").value(i).reliable();
+    ///         if publisher.send_blocking(&e).is_err() {
+    ///             break; // closed
+    ///         }
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn send_blocking<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        send_blocking(&self.shared, event)
+    }
+
     /// See [`VuerClient::flush`].
     pub async fn flush(&self) -> Result<(), PublishError> {
         self.shared.flush().await
@@ -556,6 +591,48 @@ pub(crate) async fn send<E: Outgoing + ?Sized>(
     shared
         .send_with(|| event.meta(), |b, f32| event.encode_body(b, f32))
         .await
+}
+
+fn send_blocking<E: Outgoing + ?Sized>(shared: &Shared, event: &E) -> Result<(), PublishError> {
+    // Checked on every call, not only when the queue is full, so the misuse
+    // shows in the first test rather than under load.
+    assert!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "send_blocking called from async code; use send().await"
+    );
+    // The common case costs what `publish` costs.
+    match publish(shared, event) {
+        Err(PublishError::Full { .. }) => {
+            // Taken back: the wait below retries the same event.
+            shared.outbox().ring_unreject();
+        }
+        other => return other,
+    }
+    block_on(send(shared, event))
+}
+
+/// Runs a future to completion on this thread, parking between polls. The
+/// futures it runs wait only on `tokio::sync::Notify`, which needs no
+/// runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
 }
 
 pub(crate) fn publish_dyn(shared: &Shared, ev: &DynEvent) -> Result<(), PublishError> {

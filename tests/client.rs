@@ -351,6 +351,121 @@ async fn send_waits_for_room_and_publish_reports_full() {
     .await;
 }
 
+/// Waits (bounded) on a plain thread, so async tests can watch it.
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn send_blocking_waits_for_room_on_a_plain_thread_and_delivers_in_order() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(server());
+    let client = rt
+        .block_on(
+            VuerClient::builder()
+                .uri(server.uri())
+                .max_queued_events(8)
+                .connect(),
+        )
+        .unwrap();
+    server.pause_reading();
+    const N: u64 = 400;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = {
+        let p = client.publisher();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for i in 0..N {
+                // 64 KiB each: 25 MiB in all, far more than the kernel
+                // buffers and the 8-event ring hold.
+                let ev = DynEvent::new("BLOCKING")
+                    .value(Value::map([
+                        ("i", i.into()),
+                        ("pad", Value::Bin(vec![1; 64 << 10])),
+                    ]))
+                    .reliable();
+                p.send_blocking(&ev).unwrap();
+                done.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    // The ring fills, and the producer stops short of the end: blocked.
+    wait_for(|| client.stats().pending >= 8, "ring full");
+    let stuck_at = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(stuck_at < N, "never blocked");
+    let s = client.stats();
+    assert_eq!(s.rejected, 0, "waiting is not rejecting: {s:?}");
+    check_identity(&s);
+    // Reading again unblocks it; everything arrives, in order.
+    server.resume_reading();
+    producer.join().unwrap();
+    rt.block_on(async {
+        client.flush().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events == N + 1, Duration::from_secs(20))
+                .await
+        );
+    });
+    for (i, r) in server.received().iter().skip(1).enumerate() {
+        assert_eq!(r.event.etype(), "BLOCKING");
+        assert_eq!(r.event.data().unwrap()["i"].as_i64(), Some(i as i64));
+    }
+    let s = client.stats();
+    assert_eq!((s.sent, s.rejected), (N, 0), "{s:?}");
+    check_identity(&s);
+    rt.block_on(client.close()).unwrap();
+}
+
+#[test]
+fn send_blocking_returns_closed_when_the_connection_ends_while_it_waits() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(server());
+    let client = rt
+        .block_on(
+            VuerClient::builder()
+                .uri(server.uri())
+                .max_queued_events(4)
+                .reconnect(None)
+                .connect(),
+        )
+        .unwrap();
+    server.pause_reading();
+    let producer = {
+        let p = client.publisher();
+        std::thread::spawn(move || {
+            let ev = DynEvent::new("BIG")
+                .value(Value::Bin(vec![2; 256 << 10]))
+                .reliable();
+            for _ in 0..10_000 {
+                if let Err(e) = p.send_blocking(&ev) {
+                    return e;
+                }
+            }
+            panic!("never blocked");
+        })
+    };
+    wait_for(|| client.stats().pending >= 4, "ring full");
+    server.abort_all();
+    match producer.join().unwrap() {
+        PublishError::Closed(_) => {}
+        other => panic!("{other:?}"),
+    }
+    check_identity(&client.stats());
+}
+
+#[tokio::test]
+#[should_panic(expected = "send_blocking called from async code")]
+async fn send_blocking_inside_a_runtime_panics_with_a_clear_message() {
+    let server = server().await;
+    let client = VuerClient::connect(&server.uri()).await.unwrap();
+    let _ = client.send_blocking(&DynEvent::new("X"));
+}
+
 #[tokio::test]
 async fn oversized_events_are_refused_before_queueing() {
     let server = server().await;
