@@ -238,7 +238,7 @@ fn pairs(quick: bool) {
         mr,
         mo / mb
     );
-    if !quick {
+    {
         write_result(
             "throughput_pairs.json",
             &format!(

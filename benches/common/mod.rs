@@ -112,6 +112,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Writes a result file to `target/bench-results/<name>` (for the plots in
 /// BENCHMARKS.md).
 pub fn write_result(name: &str, contents: &str) {
+    // A smoke run's tiny samples must not replace a real run's results
+    // (the plots in BENCHMARKS.md are drawn from them).
+    if std::env::args().any(|a| a == "--test" || a == "--quick") {
+        println!("smoke run: {name} not written");
+        return;
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), contents).unwrap();
