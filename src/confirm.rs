@@ -35,8 +35,17 @@ use std::collections::VecDeque;
 use crate::codec::Header;
 use crate::ring::Batch;
 
-/// Emptied batches kept for reuse.
-const SPARE_BATCHES: usize = 8;
+/// Emptied batches kept for reuse: at most this many...
+const SPARE_BATCHES: usize = 64;
+/// ...holding at most this much memory in all. A confirmation takes a
+/// round trip and up to a probe interval, so at high rates dozens of small
+/// batches wait for it at once; reusing their buffers spares the producer
+/// growing a fresh queue from empty in every round.
+const SPARE_BYTES: usize = 4 << 20;
+/// The largest size a fresh batch is given up front (items, body bytes);
+/// beyond it, it grows as needed.
+const HINT_ITEMS: usize = 4096;
+const HINT_BYTES: usize = 256 << 10;
 
 struct Entry {
     /// Byte offset just past the batch's frames on the connection.
@@ -51,6 +60,11 @@ pub(crate) struct Unconfirmed {
     items: usize,
     bytes: usize,
     spare: Vec<Batch<Header>>,
+    /// Capacity held by `spare`, bytes.
+    spare_bytes: usize,
+    /// Size of the latest batch kept (items, body bytes): a new batch is
+    /// allocated at this size rather than grown from empty.
+    size_hint: (usize, usize),
     max_items: usize,
     max_bytes: usize,
 }
@@ -99,12 +113,20 @@ impl Unconfirmed {
 
     /// An empty batch (reused when possible).
     pub(crate) fn spare(&mut self) -> Batch<Header> {
-        self.spare.pop().unwrap_or_default()
+        match self.spare.pop() {
+            Some(b) => {
+                self.spare_bytes -= b.capacity_bytes();
+                b
+            }
+            None => Batch::with_capacity(self.size_hint.0, self.size_hint.1),
+        }
     }
 
     fn recycle(&mut self, mut b: Batch<Header>) {
-        if self.spare.len() < SPARE_BATCHES {
+        let cap = b.capacity_bytes();
+        if self.spare.len() < SPARE_BATCHES && self.spare_bytes + cap <= SPARE_BYTES {
             b.clear();
+            self.spare_bytes += cap;
             self.spare.push(b);
         }
     }
@@ -118,6 +140,13 @@ impl Unconfirmed {
         end: u64,
         written: impl Fn(&crate::ring::Slot<Header>) -> bool,
     ) {
+        // A fresh batch is sized like this one (capped): round sizes change
+        // slowly, and a batch holds at most twice what its predecessor
+        // needed, as growing by doubling would.
+        self.size_hint = (
+            batch.len().min(HINT_ITEMS),
+            batch.arena_len().min(HINT_BYTES),
+        );
         let mut b = std::mem::replace(batch, self.spare());
         b.retain(|s| !s.is_keyed() && written(s));
         if b.is_empty() {
@@ -209,6 +238,46 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(r.resend(&mut rest[0]), 1);
         assert!(u.is_empty());
+    }
+
+    #[test]
+    fn spare_batches_are_sized_like_the_last_one_and_the_pool_is_bounded() {
+        let mut r = Ring::new(
+            RingLimits {
+                max_items: 100_000,
+                max_bytes: 100 << 20,
+                max_keys: 10,
+            },
+            Overflow::Reject,
+        );
+        let mut u = Unconfirmed::default();
+        // Many batches await confirmation at once, as at high rates.
+        for i in 0..200u64 {
+            let mut b = written_batch(&mut r, &[(false, 1); 300]);
+            u.keep(&mut b, (i + 1) * 1000, |_| true);
+            // The batch handed back for the next round is pre-sized.
+            assert!(
+                b.capacity_bytes() >= 300 * (std::mem::size_of::<crate::ring::Slot<Header>>() + 4)
+            );
+        }
+        assert!(u.confirm(u64::MAX));
+        assert!(u.spare.len() <= SPARE_BATCHES);
+        let held: usize = u.spare.iter().map(Batch::capacity_bytes).sum();
+        assert_eq!(held, u.spare_bytes);
+        assert!(held <= SPARE_BYTES, "{held}");
+        // A huge round does not make every later batch huge.
+        let mut big = written_batch(&mut r, &[(false, 1); 20_000]);
+        u.keep(&mut big, u64::MAX - 1, |_| true);
+        let fresh = Unconfirmed {
+            size_hint: u.size_hint,
+            ..Default::default()
+        }
+        .spare();
+        assert!(
+            fresh.capacity_bytes()
+                <= HINT_ITEMS * std::mem::size_of::<crate::ring::Slot<Header>>() * 2
+                    + HINT_BYTES * 2
+        );
     }
 
     #[test]

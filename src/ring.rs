@@ -225,6 +225,26 @@ impl<H> Batch<H> {
         self.slots.iter().map(Slot::size).sum()
     }
 
+    /// An empty batch with room for `items` items of `bytes` body bytes.
+    pub fn with_capacity(items: usize, bytes: usize) -> Self {
+        Batch {
+            slots: VecDeque::with_capacity(items),
+            arena: Vec::with_capacity(bytes),
+            first_seq: 0,
+        }
+    }
+
+    /// Bytes in its arena (bodies, including any dropped by
+    /// [`Batch::retain`] and not yet compacted).
+    pub fn arena_len(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Memory its buffers hold (their capacity), in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot<H>>() + self.arena.capacity()
+    }
+
     /// Empties the batch, keeping its buffers for reuse.
     pub fn clear(&mut self) {
         self.slots.clear();
