@@ -36,52 +36,13 @@ fn throughput(c: &mut Criterion) {
     // A plain thread publishes (a control loop needs no runtime); the
     // client's tasks and the sink share the runtime's two workers.
     g.bench_function("vuer_client_publish_from_thread", |b| {
-        b.iter_custom(|iters| {
-            let base = server.stats().frames + 1; // + INIT
-            let client = rt.block_on(VuerClient::connect(&uri)).unwrap();
-            let publisher = client.publisher();
-            let start = Instant::now();
-            let producer = std::thread::spawn(move || {
-                for i in 0..iters {
-                    let ev = SetPosition([i as f32, 0.5, 0.0]);
-                    loop {
-                        match publisher.publish(&ev) {
-                            Ok(()) => break,
-                            Err(PublishError::Full { .. }) => std::thread::yield_now(),
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                }
-            });
-            rt.block_on(wait_frames(&server, base + iters));
-            let elapsed = start.elapsed();
-            producer.join().unwrap();
-            rt.block_on(client.close()).unwrap();
-            elapsed
-        })
+        b.iter_custom(|iters| from_thread(&rt, &server, iters, Producer::PublishRetry))
     });
 
     // The same thread, parking while the queue is full (`send_blocking`)
     // instead of spinning on `Full`.
     g.bench_function("vuer_client_send_blocking_from_thread", |b| {
-        b.iter_custom(|iters| {
-            let base = server.stats().frames + 1; // + INIT
-            let client = rt.block_on(VuerClient::connect(&uri)).unwrap();
-            let publisher = client.publisher();
-            let start = Instant::now();
-            let producer = std::thread::spawn(move || {
-                for i in 0..iters {
-                    publisher
-                        .send_blocking(&SetPosition([i as f32, 0.5, 0.0]))
-                        .unwrap();
-                }
-            });
-            rt.block_on(wait_frames(&server, base + iters));
-            let elapsed = start.elapsed();
-            producer.join().unwrap();
-            rt.block_on(client.close()).unwrap();
-            elapsed
-        })
+        b.iter_custom(|iters| from_thread(&rt, &server, iters, Producer::SendBlocking))
     });
 
     // An async producer awaiting room (`send().await`).
@@ -106,35 +67,56 @@ fn throughput(c: &mut Criterion) {
     });
 
     g.bench_function("tokio_tungstenite_feed64_flush", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut ws = baseline_connect(&uri).await;
-                let base = server.stats().frames;
-                let start = Instant::now();
-                baseline_send(&mut ws, iters, 64).await;
-                wait_frames(&server, base + iters).await;
-                let elapsed = start.elapsed();
-                let _ = ws.close(None).await;
-                elapsed
-            })
-        })
+        b.iter_custom(|iters| baseline_run(&rt, &server, iters, 64))
     });
 
     g.bench_function("tokio_tungstenite_flush_each", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut ws = baseline_connect(&uri).await;
-                let base = server.stats().frames;
-                let start = Instant::now();
-                baseline_send(&mut ws, iters, 1).await;
-                wait_frames(&server, base + iters).await;
-                let elapsed = start.elapsed();
-                let _ = ws.close(None).await;
-                elapsed
-            })
-        })
+        b.iter_custom(|iters| baseline_run(&rt, &server, iters, 1))
     });
     g.finish();
+}
+
+/// How the producing thread hands events over.
+#[derive(Clone, Copy)]
+enum Producer {
+    /// `publish`, retrying (after a yield) when the queue is full.
+    PublishRetry,
+    /// `send_blocking`, parking while the queue is full.
+    SendBlocking,
+}
+
+/// Time for a plain thread to get `n` reliable events to the sink through
+/// a fresh client.
+fn from_thread(
+    rt: &tokio::runtime::Runtime,
+    server: &vuer_client::server::LocalServer,
+    n: u64,
+    how: Producer,
+) -> Duration {
+    let base = server.stats().frames + 1; // + INIT
+    let client = rt.block_on(VuerClient::connect(&server.uri())).unwrap();
+    let publisher = client.publisher();
+    let start = Instant::now();
+    let producer = std::thread::spawn(move || {
+        for i in 0..n {
+            let ev = SetPosition([i as f32, 0.5, 0.0]);
+            match how {
+                Producer::PublishRetry => loop {
+                    match publisher.publish(&ev) {
+                        Ok(()) => break,
+                        Err(PublishError::Full { .. }) => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                },
+                Producer::SendBlocking => publisher.send_blocking(&ev).unwrap(),
+            }
+        }
+    });
+    rt.block_on(wait_frames(server, base + n));
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    rt.block_on(client.close()).unwrap();
+    elapsed
 }
 
 /// Events/s of one `publish`-from-a-thread run of `n` reliable events.
@@ -143,24 +125,27 @@ fn ours_once(
     server: &vuer_client::server::LocalServer,
     n: u64,
 ) -> f64 {
-    let base = server.stats().frames + 1; // + INIT
-    let client = rt.block_on(VuerClient::connect(&server.uri())).unwrap();
-    let publisher = client.publisher();
-    let start = Instant::now();
-    let producer = std::thread::spawn(move || {
-        for i in 0..n {
-            let ev = SetPosition([i as f32, 0.5, 0.0]);
-            while let Err(e) = publisher.publish(&ev) {
-                assert!(matches!(e, PublishError::Full { .. }), "{e}");
-                std::thread::yield_now();
-            }
-        }
-    });
-    rt.block_on(wait_frames(server, base + n));
-    let secs = start.elapsed().as_secs_f64();
-    producer.join().unwrap();
-    rt.block_on(client.close()).unwrap();
-    n as f64 / secs
+    n as f64 / from_thread(rt, server, n, Producer::PublishRetry).as_secs_f64()
+}
+
+/// Time for the baseline to get `n` events to the sink, flushing every
+/// `batch` events, through a fresh connection.
+fn baseline_run(
+    rt: &tokio::runtime::Runtime,
+    server: &vuer_client::server::LocalServer,
+    n: u64,
+    batch: u64,
+) -> Duration {
+    rt.block_on(async {
+        let mut ws = baseline_connect(&server.uri()).await;
+        let base = server.stats().frames;
+        let start = Instant::now();
+        baseline_send(&mut ws, n, batch).await;
+        wait_frames(server, base + n).await;
+        let elapsed = start.elapsed();
+        let _ = ws.close(None).await;
+        elapsed
+    })
 }
 
 /// Events/s of one baseline run (feed 64, then flush) of `n` events.
@@ -169,16 +154,7 @@ fn baseline_once(
     server: &vuer_client::server::LocalServer,
     n: u64,
 ) -> f64 {
-    rt.block_on(async {
-        let mut ws = baseline_connect(&server.uri()).await;
-        let base = server.stats().frames;
-        let start = Instant::now();
-        baseline_send(&mut ws, n, 64).await;
-        wait_frames(server, base + n).await;
-        let secs = start.elapsed().as_secs_f64();
-        let _ = ws.close(None).await;
-        n as f64 / secs
-    })
+    n as f64 / baseline_run(rt, server, n, 64).as_secs_f64()
 }
 
 fn median(v: &mut [f64]) -> f64 {
