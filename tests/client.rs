@@ -360,19 +360,23 @@ fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     }
 }
 
-#[test]
-fn send_blocking_waits_for_room_on_a_plain_thread_and_delivers_in_order() {
+/// A runtime (for the client's tasks; the test's thread stays outside it),
+/// a server that has stopped reading, and a client configured by `f`.
+fn paused_server_and_client(
+    f: impl FnOnce(vuer_client::ClientBuilder) -> vuer_client::ClientBuilder,
+) -> (tokio::runtime::Runtime, LocalServer, VuerClient) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(server());
     let client = rt
-        .block_on(
-            VuerClient::builder()
-                .uri(server.uri())
-                .max_queued_events(8)
-                .connect(),
-        )
+        .block_on(f(VuerClient::builder().uri(server.uri())).connect())
         .unwrap();
     server.pause_reading();
+    (rt, server, client)
+}
+
+#[test]
+fn send_blocking_waits_for_room_on_a_plain_thread_and_delivers_in_order() {
+    let (rt, server, client) = paused_server_and_client(|b| b.max_queued_events(8));
     const N: u64 = 400;
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let producer = {
@@ -423,18 +427,8 @@ fn send_blocking_waits_for_room_on_a_plain_thread_and_delivers_in_order() {
 
 #[test]
 fn send_blocking_returns_closed_when_the_connection_ends_while_it_waits() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(server());
-    let client = rt
-        .block_on(
-            VuerClient::builder()
-                .uri(server.uri())
-                .max_queued_events(4)
-                .reconnect(None)
-                .connect(),
-        )
-        .unwrap();
-    server.pause_reading();
+    let (_rt, server, client) =
+        paused_server_and_client(|b| b.max_queued_events(4).reconnect(None));
     let producer = {
         let p = client.publisher();
         std::thread::spawn(move || {
