@@ -36,6 +36,9 @@ pub enum ConnectionState {
         attempt: u32,
         /// Backoff before this attempt.
         delay: Duration,
+        /// Why the previous attempt failed (for the first attempt: why the
+        /// connection was lost), e.g. "connection refused".
+        error: String,
     },
     /// Closed for good.
     Closed(Disconnect),
@@ -47,8 +50,15 @@ impl std::fmt::Display for ConnectionState {
             ConnectionState::Connecting => f.write_str("connecting"),
             ConnectionState::Connected => f.write_str("connected"),
             ConnectionState::Disconnected(r) => write!(f, "disconnected: {r}"),
-            ConnectionState::Reconnecting { attempt, delay } => {
-                write!(f, "reconnecting (attempt {attempt}, in {delay:?})")
+            ConnectionState::Reconnecting {
+                attempt,
+                delay,
+                error,
+            } => {
+                write!(
+                    f,
+                    "reconnecting (attempt {attempt}, in {delay:?}) after: {error}"
+                )
             }
             ConnectionState::Closed(r) => write!(f, "closed: {r}"),
         }
@@ -336,8 +346,8 @@ impl VuerClient {
     }
 
     /// Every change of the connection's state from now on, in order, none
-    /// skipped: `Connected`, `Disconnected(reason)`, `Reconnecting { attempt
-    /// }` for each attempt, `Connected` again, and finally `Closed(reason)`.
+    /// skipped: `Connected`, `Disconnected(reason)`, `Reconnecting { attempt,
+    /// .. }` for each attempt (with the previous attempt's error), `Connected` again, and finally `Closed(reason)`.
     /// A receiver that falls more than 64 changes behind gets
     /// [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged)
     /// once and goes on with the oldest change still kept.
@@ -672,7 +682,11 @@ async fn first_connect(
                 }
                 let delay = p.delay(attempt, attempt as u64);
                 tracing::info!(attempt, ?delay, error = %e, "first connect failed; retrying");
-                shared.set_state(ConnectionState::Reconnecting { attempt, delay });
+                shared.set_state(ConnectionState::Reconnecting {
+                    attempt,
+                    delay,
+                    error: e.to_string(),
+                });
                 tokio::time::sleep(delay).await;
             }
         }

@@ -56,7 +56,11 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
                 return;
             }
             let delay = policy.delay(attempt, attempts_total);
-            shared.set_state(ConnectionState::Reconnecting { attempt, delay });
+            shared.set_state(ConnectionState::Reconnecting {
+                attempt,
+                delay,
+                error: last_error.clone(),
+            });
             tokio::select! {
                 biased;
                 _ = shared.close_requested.cancelled() => {

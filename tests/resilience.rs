@@ -432,7 +432,7 @@ fn check_cycle(states: &[ConnectionState], want: impl Fn(&Disconnect) -> bool) {
     let mut connected = false;
     for s in it {
         match s {
-            ConnectionState::Reconnecting { attempt, delay } => {
+            ConnectionState::Reconnecting { attempt, delay, .. } => {
                 assert!(!connected, "{states:?}");
                 assert_eq!(*attempt, next_attempt, "{states:?}");
                 assert!(*delay <= Duration::from_millis(200), "{delay:?}");
@@ -1026,14 +1026,24 @@ async fn max_attempts_gives_up_and_closes() {
         let (closed, before) = states
             .until("Closed", |s| matches!(s, ConnectionState::Closed(_)))
             .await;
-        let attempts: Vec<u32> = before
+        let attempts: Vec<(u32, String)> = before
             .iter()
             .map(|s| match s {
-                ConnectionState::Reconnecting { attempt, .. } => *attempt,
+                ConnectionState::Reconnecting { attempt, error, .. } => (*attempt, error.clone()),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(attempts, vec![1, 2, 3]);
+        assert_eq!(
+            attempts.iter().map(|a| a.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Each state says why the previous try failed: the lost connection,
+        // then the refused attempts.
+        assert!(!attempts[0].1.is_empty(), "{attempts:?}");
+        assert!(
+            attempts[1..].iter().all(|a| a.1.contains("refused")),
+            "{attempts:?}"
+        );
         let ConnectionState::Closed(Disconnect::GaveUp {
             attempts,
             last_error,
