@@ -231,6 +231,8 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         }
     }
     let mut control_frames = usize::from(!buf.is_empty());
+    // When this task last wrote events (not only control frames).
+    let mut last_data_ns = 0u64;
 
     loop {
         if let Some(min) = min_round {
@@ -290,8 +292,14 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 && !hold
             {
                 ob.sender_idle = true;
-                // A fresh reading: `now` is as old as the last round.
-                ob.idle_since_ns = clock::now_ns();
+                // Reliable events await confirmation: a pong or the probe
+                // timer wakes this task, so direct writes need not.
+                ob.sender_armed = awaiting;
+                // Idle since events were last written, by this task or by
+                // `publish` directly: a wake-up that wrote nothing (a pong, a
+                // probe to confirm a direct write) does not make the next
+                // sparse event wait for this task.
+                ob.idle_since_ns = ob.idle_since_ns.max(last_data_ns);
             }
             (pong, close_reply, closing, settled, awaiting, urgent, hold)
         };
@@ -425,6 +433,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         Counters::add(&counters.frames_sent, events + control_frames as u64);
         Counters::add(&counters.flushes, writes);
         control_frames = 0;
+        if events > 0 {
+            last_data_ns = clock::now_ns();
+        }
         // Settled when the next batch is taken (one lock per round).
         inflight.written_at = Some(now);
         inflight.end_offset = end_offset;

@@ -82,6 +82,10 @@ pub(crate) struct Outbox {
     /// The sender is waiting for a wake-up (set by it under the lock, so a
     /// publisher that sees it knows a notify is needed).
     pub sender_idle: bool,
+    /// The idle sender had reliable events awaiting confirmation when it
+    /// went idle, so it will wake by itself (its probe's pong, or its probe
+    /// timer) and confirm whatever is written meanwhile.
+    pub sender_armed: bool,
     pub control: Control,
     /// `close()` was called: deliver what is queued, then close.
     pub closing: bool,
@@ -89,8 +93,8 @@ pub(crate) struct Outbox {
     pub terminal: Option<Disconnect>,
     /// Every sequence number below this has been written (or resolved).
     pub written_through: u64,
-    /// When the sender went idle, or the last direct write happened
-    /// ([`clock::now_ns`]).
+    /// When events were last written, by the sender before it went idle or
+    /// by a direct write ([`clock::now_ns`]).
     pub idle_since_ns: u64,
     /// The current connection's direct-write path (plain TCP only).
     pub direct: Option<Direct>,
@@ -188,6 +192,7 @@ impl Shared {
             outbox: Mutex::new(Outbox {
                 ring,
                 sender_idle: false,
+                sender_armed: false,
                 control: Control::default(),
                 closing: false,
                 terminal: None,
@@ -340,6 +345,7 @@ impl Shared {
         {
             return DirectOutcome::No;
         }
+        let ob_armed = ob.sender_armed;
         let Outbox {
             ring,
             direct,
@@ -419,10 +425,15 @@ impl Shared {
         // Without a probe of its own, a reliable event is confirmed by the
         // sender: woken by the pong of our last probe if that is still on
         // its way (it then finds this event unconfirmed and probes for it),
-        // or else woken now. The decoder stores the offset before it
-        // notifies, and the sender reads its state under the lock we hold,
-        // so one of the two always sees the other.
-        if reliable && !probe && d.ctx.acked_offset.load(Ordering::Relaxed) >= d.last_probe_offset {
+        // by its own pong or timer if it went idle awaiting confirmations
+        // (`sender_armed`), or else woken now. The decoder stores the offset
+        // before it notifies, and the sender reads its state under the lock
+        // we hold, so one of the two always sees the other.
+        if reliable
+            && !probe
+            && !ob_armed
+            && d.ctx.acked_offset.load(Ordering::Relaxed) >= d.last_probe_offset
+        {
             return DirectOutcome::WrittenWakeSender;
         }
         DirectOutcome::Written
