@@ -639,9 +639,22 @@ async fn text_frames_are_decoded_as_json() {
 /// hold room in the bounds forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparse_reliable_events_are_written_directly_and_confirmed() {
+    sparse_reliable_events(true).await;
+}
+
+#[tokio::test]
+async fn sparse_reliable_events_are_confirmed_with_pacing_off() {
+    sparse_reliable_events(false).await;
+}
+
+async fn sparse_reliable_events(pacing: bool) {
     bounded(30, async {
         let server = server().await;
-        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let mut builder = VuerClient::builder().uri(server.uri());
+        if !pacing {
+            builder = builder.pacing(None);
+        }
+        let client = builder.connect().await.unwrap();
         let p = client.publisher();
         let n = 300u64;
         tokio::task::spawn_blocking(move || {
