@@ -168,6 +168,22 @@ impl Pattern {
     }
 }
 
+/// Whether `etype` matches `pattern` the way [`VuerClient::subscribe`]
+/// matches them: `*` matches any run of characters, `?` one character (the
+/// glob subset of Python's `fnmatch`). For filtering events that reached
+/// [`VuerClient::recv`] before a subscription existed.
+///
+/// ```
+/// assert!(vuer_client::etype_matches("GRAB_*", "GRAB_RENDER"));
+/// assert!(!vuer_client::etype_matches("S?T", "SEET"));
+/// ```
+///
+/// [`VuerClient::subscribe`]: crate::VuerClient::subscribe
+/// [`VuerClient::recv`]: crate::VuerClient::recv
+pub fn etype_matches(pattern: &str, etype: &str) -> bool {
+    glob(pattern.as_bytes(), etype.as_bytes())
+}
+
 fn glob(p: &[u8], s: &[u8]) -> bool {
     // Iterative matcher with single-star backtracking: linear in practice.
     let (mut pi, mut si) = (0, 0);
@@ -311,6 +327,9 @@ mod tests {
         assert!(!p("S?T").matches("SEET"));
         assert!(p("a*b*c").matches("aXXbYYc"));
         assert!(!p("a*b*c").matches("aXXbYY"));
+        assert!(p("*_MOVE").matches("HAND_MOVE"));
+        assert!(!p("S?T").matches("ST"));
+        assert!(etype_matches("*A*B", "xxAyyB"));
     }
 
     fn ev(etype: &str) -> ServerEvent {

@@ -118,6 +118,7 @@ pub use config::{
 pub use connection::socket::{SocketOptions, TcpInfo, DEFAULT_NOTSENT_LOWAT};
 pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
+pub use inbound::etype_matches;
 pub use pacing::Pacing;
 pub use ring::Overflow;
 pub use stats::Stats;

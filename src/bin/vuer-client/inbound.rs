@@ -54,7 +54,7 @@ impl Reader {
             return client.try_recv();
         };
         while let Some(ev) = client.try_recv() {
-            if glob(pattern, ev.etype()) {
+            if vuer_client::etype_matches(pattern, ev.etype()) {
                 return Some(ev);
             }
         }
@@ -74,7 +74,7 @@ impl Reader {
             tokio::select! {
                 biased;
                 ev = client.recv(), if !self.main_done => match ev {
-                    Some(ev) if glob(pattern, ev.etype()) => return Some(ev),
+                    Some(ev) if vuer_client::etype_matches(pattern, ev.etype()) => return Some(ev),
                     Some(_) => continue,
                     None => self.main_done = true,
                 },
@@ -146,49 +146,5 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// `*` matches any run of characters, `?` one: the glob subset of Python's
-/// `fnmatch` that [`VuerClient::subscribe`] implements.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let (p, s) = (pattern.as_bytes(), s.as_bytes());
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn globs() {
-        assert!(glob("UPSERT", "UPSERT"));
-        assert!(!glob("UPSERT", "UPSERTS"));
-        assert!(glob("GRAB_*", "GRAB_RENDER"));
-        assert!(glob("*_MOVE", "HAND_MOVE"));
-        assert!(glob("S?T", "SET"));
-        assert!(!glob("S?T", "ST"));
-        assert!(glob("*", ""));
-        assert!(glob("*A*B", "xxAyyB"));
     }
 }
