@@ -10,9 +10,8 @@ use crate::connect;
 use crate::error::CliError;
 use crate::json::Floats;
 use crate::jsonl::Reader;
-use crate::report;
 use crate::signal::Interrupt;
-use crate::stream::publish;
+use crate::stream::{finish, publish};
 
 /// Runs `replay`.
 pub async fn run(common: &Common, args: ReplayArgs) -> Result<(), CliError> {
@@ -44,20 +43,13 @@ pub async fn run(common: &Common, args: ReplayArgs) -> Result<(), CliError> {
         r = produce => r,
         _ = interrupt.wait() => Err(CliError::Interrupted),
     };
-    let flushed = if matches!(produced, Err(CliError::Lost(_))) {
-        Ok(())
-    } else {
-        tokio::select! {
-            r = client.flush() => r.map_err(CliError::from),
-            _ = interrupt.wait() => Err(CliError::Interrupted),
-        }
-    };
-    let elapsed = start.elapsed().as_secs_f64();
-    let closed = connect::close(&client).await;
-    let stats = client.stats();
-    let printed = crate::output::out(&report::summary("replay", &stats, elapsed, args.json));
-    produced?;
-    flushed?;
-    closed?;
-    printed
+    finish(
+        &client,
+        "replay",
+        produced,
+        start,
+        args.json,
+        &mut interrupt,
+    )
+    .await
 }

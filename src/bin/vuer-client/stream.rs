@@ -57,6 +57,29 @@ pub async fn run(common: &Common, args: StreamArgs) -> Result<(), CliError> {
     if let Some(w) = outbound.as_mut() {
         w.flush()?;
     }
+    finish(
+        &client,
+        "stream",
+        produced,
+        start,
+        args.json,
+        &mut interrupt,
+    )
+    .await
+}
+
+/// The end of `stream` and `replay`: waits until what was queued is
+/// written (unless the connection was lost, or Ctrl-C), closes, prints the
+/// summary, and reports the first error: producing, flushing, closing,
+/// printing.
+pub async fn finish(
+    client: &VuerClient,
+    command: &str,
+    produced: Result<(), CliError>,
+    start: Instant,
+    json: bool,
+    interrupt: &mut Interrupt,
+) -> Result<(), CliError> {
     let flushed = if matches!(produced, Err(CliError::Lost(_))) {
         Ok(())
     } else {
@@ -66,10 +89,10 @@ pub async fn run(common: &Common, args: StreamArgs) -> Result<(), CliError> {
         }
     };
     let elapsed = start.elapsed().as_secs_f64();
-    let closed = connect::close(&client).await;
+    let closed = connect::close(client).await;
     // After close: nothing is pending any more, every figure is final.
     let stats = client.stats();
-    let printed = crate::output::out(&report::summary("stream", &stats, elapsed, args.json));
+    let printed = crate::output::out(&report::summary(command, &stats, elapsed, json));
     produced?;
     flushed?;
     closed?;
