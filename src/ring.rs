@@ -156,6 +156,19 @@ impl<H> Slot<H> {
     }
 }
 
+/// Copies the bodies of `slots` out of `arena` into a new arena (of at
+/// least `capacity` bytes), in order and without the dropped ones between,
+/// and points each slot at its new place.
+fn repack<H>(slots: &mut VecDeque<Slot<H>>, arena: &[u8], capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    for slot in slots.iter_mut() {
+        let (off, len) = (slot.off as usize, slot.len as usize);
+        slot.off = out.len() as u32;
+        out.extend_from_slice(&arena[off..off + len]);
+    }
+    out
+}
+
 /// Items taken from the ring, with the arena their bodies live in.
 #[derive(Debug)]
 pub struct Batch<H> {
@@ -209,14 +222,7 @@ impl<H> Batch<H> {
         self.slots.retain(|s| keep(s));
         let live: usize = self.slots.iter().map(|s| s.len as usize).sum();
         if live * 2 < self.arena.len() {
-            let mut arena = Vec::with_capacity(live);
-            for slot in self.slots.iter_mut() {
-                let (off, len) = (slot.off as usize, slot.len as usize);
-                let new_off = arena.len() as u32;
-                arena.extend_from_slice(&self.arena[off..off + len]);
-                slot.off = new_off;
-            }
-            self.arena = arena;
+            self.arena = repack(&mut self.slots, &self.arena, live);
         }
     }
 
@@ -573,14 +579,7 @@ impl<H: Copy> Ring<H> {
     }
 
     fn compact(&mut self) {
-        let mut arena = Vec::with_capacity(self.bytes + 4096);
-        for slot in self.queue.iter_mut() {
-            let (off, len) = (slot.off as usize, slot.len as usize);
-            let new_off = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[off..off + len]);
-            slot.off = new_off;
-        }
-        self.arena = arena;
+        self.arena = repack(&mut self.queue, &self.arena, self.bytes + 4096);
     }
 
     /// Ensures `items`/`bytes` more fit, applying the overflow policy.
