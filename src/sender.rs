@@ -399,14 +399,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             );
             events += 1;
             if buf.len() >= cfg.batch_max_bytes {
-                if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
-                    return exit;
+                match write_data(&mut w, &mut buf, &mut tick, &mut alive, &ctx, &mut pacer).await {
+                    Ok(n) => (bytes, writes) = (bytes + n, writes + 1),
+                    Err(exit) => return exit,
                 }
-                pacer.wrote(buf.len() as u64);
-                ctx.written_bytes.fetch_add(buf.len() as u64, Relaxed);
-                bytes += buf.len() as u64;
-                writes += 1;
-                buf.clear();
             }
         }
         // A probe after the data: its pong says the server read all of it
@@ -420,14 +416,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             Counters::add(&counters.pings_sent, 1);
         }
         if !buf.is_empty() {
-            if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
-                return exit;
+            match write_data(&mut w, &mut buf, &mut tick, &mut alive, &ctx, &mut pacer).await {
+                Ok(n) => (bytes, writes) = (bytes + n, writes + 1),
+                Err(exit) => return exit,
             }
-            pacer.wrote(buf.len() as u64);
-            ctx.written_bytes.fetch_add(buf.len() as u64, Relaxed);
-            bytes += buf.len() as u64;
-            writes += 1;
-            buf.clear();
         }
         Counters::add(&counters.bytes_sent, bytes);
         Counters::add(&counters.frames_sent, events + control_frames as u64);
@@ -446,6 +438,25 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
 async fn sleep_until_ns(at_ns: u64) {
     let now = clock::now_ns();
     tokio::time::sleep(Duration::from_nanos(at_ns.saturating_sub(now))).await
+}
+
+/// Writes a buffer of the round's frames ([`write_watched`]), counts it in
+/// the connection's byte offset (pacing and confirmation), and empties it.
+/// Returns the bytes written.
+async fn write_data(
+    w: &mut WriteHalf,
+    buf: &mut Vec<u8>,
+    tick: &mut Interval,
+    alive: &mut Liveness,
+    ctx: &ConnCtx,
+    pacer: &mut Pacer,
+) -> Result<u64, SenderExit> {
+    write_watched(w, buf, tick, alive, ctx).await?;
+    let n = buf.len() as u64;
+    pacer.wrote(n);
+    ctx.written_bytes.fetch_add(n, Relaxed);
+    buf.clear();
+    Ok(n)
 }
 
 /// Writes all of `buf`, watching for cancellation and keepalive while the
