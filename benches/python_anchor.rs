@@ -18,7 +18,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vuer_client::VuerClient;
 
 fn python() -> Option<PathBuf> {
     let py = std::env::var("VUER_PYTHON")
@@ -74,45 +73,14 @@ fn main() {
     // coalesced), as the Python client sends them; 20x as many, so the run
     // lasts long enough to time.
     let ours_n = 20 * n;
+    // Each run against a fresh sink.
     let send_once = || {
-        rt.block_on(async {
-            let server = sink().await;
-            let client = VuerClient::connect(&server.uri()).await.unwrap();
-            let start = Instant::now();
-            for i in 0..ours_n {
-                client
-                    .send(&SetPosition([i as f32, 0.5, 0.0]))
-                    .await
-                    .unwrap();
-            }
-            wait_frames(&server, ours_n + 1).await;
-            let secs = start.elapsed().as_secs_f64();
-            client.close().await.unwrap();
-            ours_n as f64 / secs
-        })
+        let server = rt.block_on(sink());
+        ours_n as f64 / send_await(&rt, &server, ours_n).as_secs_f64()
     };
     let publish_once = || {
-        rt.block_on(async {
-            let server = sink().await;
-            let client = VuerClient::connect(&server.uri()).await.unwrap();
-            let p = client.publisher();
-            let start = Instant::now();
-            tokio::task::spawn_blocking(move || {
-                for i in 0..ours_n {
-                    let e = SetPosition([i as f32, 0.5, 0.0]);
-                    // The bounds are the backpressure: a full queue is retried.
-                    while p.publish(&e).is_err() {
-                        std::thread::yield_now();
-                    }
-                }
-            })
-            .await
-            .unwrap();
-            wait_frames(&server, ours_n + 1).await;
-            let secs = start.elapsed().as_secs_f64();
-            client.close().await.unwrap();
-            ours_n as f64 / secs
-        })
+        let server = rt.block_on(sink());
+        ours_n as f64 / from_thread(&rt, &server, ours_n, Producer::PublishRetry).as_secs_f64()
     };
     // Three runs each, alternating; the median (a shared machine is noisy).
     let (mut sends, mut publishes) = (Vec::new(), Vec::new());
@@ -120,7 +88,7 @@ fn main() {
         sends.push(send_once());
         publishes.push(publish_once());
     }
-    let (send_rate, publish_rate) = (median(sends), median(publishes));
+    let (send_rate, publish_rate) = (median(&mut sends), median(&mut publishes));
     println!(
         "vuer-client, send().await per event:          {send_rate:.0} events/s = {:.0}x the Python client",
         send_rate / rate
@@ -137,9 +105,4 @@ fn main() {
             cpu / n as f64 * 1e6
         ),
     );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

@@ -17,16 +17,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use criterion::{criterion_group, Criterion, Throughput};
-use vuer_client::{PublishError, VuerClient};
 
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
     let server = rt.block_on(sink());
-    let uri = server.uri();
     let mut g = c.benchmark_group("throughput_reliable_60B");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
@@ -47,23 +45,7 @@ fn throughput(c: &mut Criterion) {
 
     // An async producer awaiting room (`send().await`).
     g.bench_function("vuer_client_send_await", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let base = server.stats().frames + 1; // + INIT
-                let client = VuerClient::connect(&uri).await.unwrap();
-                let start = Instant::now();
-                for i in 0..iters {
-                    client
-                        .send(&SetPosition([i as f32, 0.5, 0.0]))
-                        .await
-                        .unwrap();
-                }
-                wait_frames(&server, base + iters).await;
-                let elapsed = start.elapsed();
-                client.close().await.unwrap();
-                elapsed
-            })
-        })
+        b.iter_custom(|iters| send_await(&rt, &server, iters))
     });
 
     g.bench_function("tokio_tungstenite_feed64_flush", |b| {
@@ -76,49 +58,6 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-/// How the producing thread hands events over.
-#[derive(Clone, Copy)]
-enum Producer {
-    /// `publish`, retrying (after a yield) when the queue is full.
-    PublishRetry,
-    /// `send_blocking`, parking while the queue is full.
-    SendBlocking,
-}
-
-/// Time for a plain thread to get `n` reliable events to the sink through
-/// a fresh client.
-fn from_thread(
-    rt: &tokio::runtime::Runtime,
-    server: &vuer_client::server::LocalServer,
-    n: u64,
-    how: Producer,
-) -> Duration {
-    let base = server.stats().frames + 1; // + INIT
-    let client = rt.block_on(VuerClient::connect(&server.uri())).unwrap();
-    let publisher = client.publisher();
-    let start = Instant::now();
-    let producer = std::thread::spawn(move || {
-        for i in 0..n {
-            let ev = SetPosition([i as f32, 0.5, 0.0]);
-            match how {
-                Producer::PublishRetry => loop {
-                    match publisher.publish(&ev) {
-                        Ok(()) => break,
-                        Err(PublishError::Full { .. }) => std::thread::yield_now(),
-                        Err(e) => panic!("{e}"),
-                    }
-                },
-                Producer::SendBlocking => publisher.send_blocking(&ev).unwrap(),
-            }
-        }
-    });
-    rt.block_on(wait_frames(server, base + n));
-    let elapsed = start.elapsed();
-    producer.join().unwrap();
-    rt.block_on(client.close()).unwrap();
-    elapsed
-}
-
 /// Events/s of one `publish`-from-a-thread run of `n` reliable events.
 fn ours_once(
     rt: &tokio::runtime::Runtime,
@@ -128,26 +67,6 @@ fn ours_once(
     n as f64 / from_thread(rt, server, n, Producer::PublishRetry).as_secs_f64()
 }
 
-/// Time for the baseline to get `n` events to the sink, flushing every
-/// `batch` events, through a fresh connection.
-fn baseline_run(
-    rt: &tokio::runtime::Runtime,
-    server: &vuer_client::server::LocalServer,
-    n: u64,
-    batch: u64,
-) -> Duration {
-    rt.block_on(async {
-        let mut ws = baseline_connect(&server.uri()).await;
-        let base = server.stats().frames;
-        let start = Instant::now();
-        baseline_send(&mut ws, n, batch).await;
-        wait_frames(server, base + n).await;
-        let elapsed = start.elapsed();
-        let _ = ws.close(None).await;
-        elapsed
-    })
-}
-
 /// Events/s of one baseline run (feed 64, then flush) of `n` events.
 fn baseline_once(
     rt: &tokio::runtime::Runtime,
@@ -155,16 +74,6 @@ fn baseline_once(
     n: u64,
 ) -> f64 {
     n as f64 / baseline_run(rt, server, n, 64).as_secs_f64()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 /// Interleaved pairs of the headline contenders (see the module docs).

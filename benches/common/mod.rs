@@ -2,13 +2,13 @@
 //! baseline client (tokio-tungstenite + rmp-serde, TCP_NODELAY).
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 use vuer_client::server::{LocalServer, ServerOptions};
-use vuer_client::{Coalesce, Event};
+use vuer_client::{Coalesce, Event, PublishError, VuerClient};
 
 /// The event of PERF_NOTES.md: `{ts, etype: "SET_POSITION", value: [f32; 3]}`,
 /// 54 bytes of msgpack, 60 on the wire.
@@ -122,4 +122,98 @@ pub fn write_result(name: &str, contents: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), contents).unwrap();
     println!("wrote {}", dir.join(name).display());
+}
+
+/// How the producing thread hands events over.
+#[derive(Clone, Copy)]
+pub enum Producer {
+    /// `publish`, retrying (after a yield) when the queue is full.
+    PublishRetry,
+    /// `send_blocking`, parking while the queue is full.
+    SendBlocking,
+}
+
+/// Time for a plain thread to get `n` reliable events to the sink through
+/// a fresh client.
+pub fn from_thread(
+    rt: &tokio::runtime::Runtime,
+    server: &LocalServer,
+    n: u64,
+    how: Producer,
+) -> Duration {
+    let base = server.stats().frames + 1; // + INIT
+    let client = rt.block_on(VuerClient::connect(&server.uri())).unwrap();
+    let publisher = client.publisher();
+    let start = Instant::now();
+    let producer = std::thread::spawn(move || {
+        for i in 0..n {
+            let ev = SetPosition([i as f32, 0.5, 0.0]);
+            match how {
+                Producer::PublishRetry => loop {
+                    match publisher.publish(&ev) {
+                        Ok(()) => break,
+                        Err(PublishError::Full { .. }) => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                },
+                Producer::SendBlocking => publisher.send_blocking(&ev).unwrap(),
+            }
+        }
+    });
+    rt.block_on(wait_frames(server, base + n));
+    let elapsed = start.elapsed();
+    producer.join().unwrap();
+    rt.block_on(client.close()).unwrap();
+    elapsed
+}
+
+/// Time for an async producer awaiting room (`send().await`) to get `n`
+/// reliable events to the sink through a fresh client.
+pub fn send_await(rt: &tokio::runtime::Runtime, server: &LocalServer, n: u64) -> Duration {
+    rt.block_on(async {
+        let base = server.stats().frames + 1; // + INIT
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        let start = Instant::now();
+        for i in 0..n {
+            client
+                .send(&SetPosition([i as f32, 0.5, 0.0]))
+                .await
+                .unwrap();
+        }
+        wait_frames(server, base + n).await;
+        let elapsed = start.elapsed();
+        client.close().await.unwrap();
+        elapsed
+    })
+}
+
+/// Time for the baseline to get `n` events to the sink, flushing every
+/// `batch` events, through a fresh connection.
+pub fn baseline_run(
+    rt: &tokio::runtime::Runtime,
+    server: &LocalServer,
+    n: u64,
+    batch: u64,
+) -> Duration {
+    rt.block_on(async {
+        let mut ws = baseline_connect(&server.uri()).await;
+        let base = server.stats().frames;
+        let start = Instant::now();
+        baseline_send(&mut ws, n, batch).await;
+        wait_frames(server, base + n).await;
+        let elapsed = start.elapsed();
+        let _ = ws.close(None).await;
+        elapsed
+    })
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
