@@ -42,6 +42,23 @@ type Res = Result<(), Box<dyn std::error::Error>>;
 /// A plot: its file name and the function that draws it.
 type Plot<'a> = (&'static str, &'a dyn Fn(&Path) -> Res);
 
+/// Row `i` of a horizontal bar chart, from `x0` to `x1`: blue for
+/// vuer-client, red for a baseline.
+fn client_bar(name: &str, i: usize, x0: f64, x1: f64) -> Rectangle<(f64, SegmentValue<usize>)> {
+    let color = if name.starts_with("vuer") {
+        BLUE.mix(0.7)
+    } else {
+        RED.mix(0.5)
+    };
+    Rectangle::new(
+        [
+            (x0, SegmentValue::Exact(i)),
+            (x1, SegmentValue::Exact(i + 1)),
+        ],
+        color.filled(),
+    )
+}
+
 /// Events/s of each throughput bench (criterion median, one event per iteration).
 fn throughput(out: &Path) -> Res {
     let dir = root().join("target/criterion/throughput_reliable_60B");
@@ -81,20 +98,11 @@ fn throughput(out: &Path) -> Res {
         })
         .x_desc("million events per second")
         .draw()?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, (name, v))| {
-        let color = if name.starts_with("vuer") {
-            BLUE.mix(0.7)
-        } else {
-            RED.mix(0.5)
-        };
-        Rectangle::new(
-            [
-                (0.0, SegmentValue::Exact(i)),
-                (*v, SegmentValue::Exact(i + 1)),
-            ],
-            color.filled(),
-        )
-    }))?;
+    chart.draw_series(
+        bars.iter()
+            .enumerate()
+            .map(|(i, (name, v))| client_bar(name, i, 0.0, *v)),
+    )?;
     chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
         Text::new(
             format!("{v:.2}"),
@@ -168,20 +176,11 @@ fn latency(out: &Path) -> Res {
         })
         .x_desc("microseconds (log scale)")
         .draw()?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, (name, p50, _))| {
-        let color = if name.starts_with("vuer") {
-            BLUE.mix(0.7)
-        } else {
-            RED.mix(0.5)
-        };
-        Rectangle::new(
-            [
-                (1.0, SegmentValue::Exact(i)),
-                (*p50, SegmentValue::Exact(i + 1)),
-            ],
-            color.filled(),
-        )
-    }))?;
+    chart.draw_series(
+        bars.iter()
+            .enumerate()
+            .map(|(i, (name, p50, _))| client_bar(name, i, 1.0, *p50)),
+    )?;
     for (i, (_, _, p99)) in bars.iter().enumerate() {
         chart.draw_series(LineSeries::new(
             vec![
