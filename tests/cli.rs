@@ -108,16 +108,6 @@ async fn local(opts: ServerOptions) -> LocalServer {
     LocalServer::start(opts).await.unwrap()
 }
 
-/// A local server that does not answer INIT (so only the test's events
-/// reach the client) and records every event.
-async fn quiet_server() -> LocalServer {
-    local(ServerOptions {
-        scene_on_init: false,
-        ..Default::default()
-    })
-    .await
-}
-
 /// The events of `etype` the server received, decoded.
 fn events(server: &LocalServer, etype: &str) -> Vec<(Option<String>, Value)> {
     server
@@ -147,7 +137,7 @@ fn read_jsonl(path: &Path) -> Vec<Json> {
 #[tokio::test]
 async fn send_delivers_the_value_to_the_server() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let uri = server.uri();
         let o = run(&[
             "send",
@@ -302,7 +292,7 @@ async fn insecure_accepts_a_self_signed_certificate() {
 #[tokio::test]
 async fn listen_prints_server_events_filtered_by_etype() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let uri = server.uri();
         let mut listen = Running::spawn(&[
             "listen", "--uri", &uri, "--etype", "UP*", "--json", "--count", "2",
@@ -351,7 +341,7 @@ async fn listen_prints_server_events_filtered_by_etype() {
 #[tokio::test]
 async fn listen_ends_on_timeout_and_on_server_close() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let uri = server.uri();
         // --timeout without --count: a normal end; with it: exit 6.
         assert_ok(&run(&["listen", "--uri", &uri, "--timeout", "0.2"]).await);
@@ -381,7 +371,7 @@ async fn listen_ends_on_timeout_and_on_server_close() {
 #[tokio::test]
 async fn stream_reliable_delivers_every_pose_in_order() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let uri = server.uri();
         let o = run(&[
             "stream",
@@ -423,7 +413,7 @@ async fn stream_reliable_delivers_every_pose_in_order() {
 #[tokio::test]
 async fn stream_keyed_delivers_the_latest_pose_of_every_key() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let uri = server.uri();
         let out = temp("keyed-outbound.jsonl");
         let o = run(&[
@@ -487,7 +477,7 @@ async fn stream_keyed_delivers_the_latest_pose_of_every_key() {
 #[tokio::test]
 async fn stream_from_stdin_sends_each_line() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let uri = server.uri();
         let mut child = cli()
             .args(["stream", "--uri", &uri, "--from", "-", "--reliable", "--f64"])
@@ -548,7 +538,7 @@ async fn stream_from_stdin_sends_each_line() {
 #[tokio::test]
 async fn stream_until_ctrl_c_prints_its_summary_and_exits_130() {
     bounded(60, async {
-        let server = quiet_server().await;
+        let server = common::quiet_server().await;
         let stream = Running::spawn(&["stream", "--uri", &server.uri(), "--rate", "100"]);
         assert!(server.wait_until(|s| s.events >= 4, T).await);
         stream.signal(libc::SIGINT);
@@ -582,7 +572,7 @@ async fn timing_server() -> (LocalServer, Arc<Mutex<Vec<Received>>>) {
 #[tokio::test]
 async fn record_then_replay_round_trips_values_order_and_timing() {
     bounded(90, async {
-        let source = quiet_server().await;
+        let source = common::quiet_server().await;
         let file = temp("session.jsonl");
         let record = Running::spawn(&[
             "record",

@@ -173,12 +173,7 @@ async fn a_stalled_server_keeps_memory_flat_then_gets_the_latest_values() {
 #[tokio::test]
 async fn the_last_value_of_every_key_reaches_the_server_before_close() {
     bounded(30, async {
-        let server = LocalServer::start(ServerOptions {
-            scene_on_init: false,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let server = common::quiet_server().await;
         let client = VuerClient::connect(&server.uri()).await.unwrap();
         for round in 0..5_000i64 {
             for k in 0..KEYS {
@@ -201,12 +196,7 @@ async fn the_last_value_of_every_key_reaches_the_server_before_close() {
 #[tokio::test]
 async fn values_older_than_their_maximum_age_are_not_sent() {
     bounded(30, async {
-        let server = LocalServer::start(ServerOptions {
-            scene_on_init: false,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let server = common::quiet_server().await;
         let client = VuerClient::builder()
             .uri(server.uri())
             .keepalive_timeout(None)

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use common::bounded;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vuer_client::server::{server_event, LocalServer, ServerOptions};
+use vuer_client::server::{server_event, LocalServer};
 use vuer_client::{
     ClientBuilder, ConnectionState, Disconnect, DynEvent, InboundPolicy, ServerEvent, Value,
     VuerClient,
@@ -118,12 +118,7 @@ fn good(etype: &str, n: i64) -> Vec<u8> {
 async fn start_with(
     configure: impl FnOnce(ClientBuilder) -> ClientBuilder,
 ) -> (LocalServer, VuerClient) {
-    let server = LocalServer::start(ServerOptions {
-        scene_on_init: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let server = common::quiet_server().await;
     let builder = VuerClient::builder()
         .uri(server.uri())
         .reconnect(None)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
+use vuer_client::server::{LocalServer, ServerOptions};
 
 pub const VUER_VERSION: &str = "0.1.6";
 
@@ -24,6 +25,17 @@ pub async fn bounded<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), fut)
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {secs} s"))
+}
+
+/// An in-process server on port 0 that does not answer INIT with a scene,
+/// so only the test's own events reach the client, recording what it gets.
+pub async fn quiet_server() -> LocalServer {
+    LocalServer::start(ServerOptions {
+        scene_on_init: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
