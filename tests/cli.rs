@@ -253,26 +253,11 @@ async fn usage_errors_exit_2_without_connecting() {
     .await;
 }
 
-fn tls_server_config() -> Arc<rustls::ServerConfig> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let der = cert.cert.der().to_vec();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![der.into()], key)
-    .unwrap();
-    Arc::new(config)
-}
-
 #[tokio::test]
 async fn insecure_accepts_a_self_signed_certificate() {
     bounded(30, async {
         let server = local(ServerOptions {
-            tls: Some(tls_server_config()),
+            tls: Some(common::self_signed_tls().0),
             ..Default::default()
         })
         .await;

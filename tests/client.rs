@@ -132,25 +132,10 @@ async fn invalid_environment_is_a_config_error() {
     assert!(matches!(err, ConnectError::InvalidConfig(_)), "{err:?}");
 }
 
-fn tls_server_config() -> (Arc<rustls::ServerConfig>, Vec<u8>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let der = cert.cert.der().to_vec();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![der.clone().into()], key)
-    .unwrap();
-    (Arc::new(config), der)
-}
-
 #[tokio::test]
 async fn wss_with_a_self_signed_certificate() {
     bounded(30, async {
-        let (config, der) = tls_server_config();
+        let (config, der) = common::self_signed_tls();
         let server = LocalServer::start(ServerOptions {
             tls: Some(config),
             ..Default::default()

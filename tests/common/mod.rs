@@ -259,3 +259,20 @@ impl Drop for PyServer {
         self.kill();
     }
 }
+
+/// A TLS server configuration with a fresh self-signed certificate for
+/// `localhost`, and that certificate (DER) for a client to trust.
+pub fn self_signed_tls() -> (std::sync::Arc<rustls::ServerConfig>, Vec<u8>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = cert.cert.der().to_vec();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der.clone().into()], key)
+    .unwrap();
+    (std::sync::Arc::new(config), der)
+}
