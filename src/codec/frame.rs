@@ -118,29 +118,34 @@ pub(crate) fn write_close(out: &mut Vec<u8>, code: u16, reason: &str, mask: [u8;
     write_control(out, Opcode::Close, &payload, mask);
 }
 
+/// Test helper: checks that `frame` is exactly one final, masked client
+/// frame and returns its (opcode, unmasked payload).
+#[cfg(test)]
+pub(crate) fn unframe(frame: &[u8]) -> (u8, Vec<u8>) {
+    let op = frame[0] & 0x0f;
+    assert_eq!(frame[0] & 0x80, 0x80, "FIN");
+    assert_eq!(frame[1] & 0x80, 0x80, "masked");
+    let (len, off) = match frame[1] & 0x7f {
+        126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let mask = &frame[off..off + 4];
+    assert_eq!(frame.len(), off + 4 + len, "one frame exactly");
+    let data = frame[off + 4..]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i & 3])
+        .collect();
+    (op, data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unmask_frame(frame: &[u8]) -> (u8, Vec<u8>) {
-        let op = frame[0] & 0x0f;
-        assert!(frame[1] & 0x80 != 0, "client frames are masked");
-        let (len, off) = match frame[1] & 0x7f {
-            126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
-            127 => (
-                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            n => (n as usize, 2),
-        };
-        let mask = &frame[off..off + 4];
-        let data = frame[off + 4..off + 4 + len]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| b ^ mask[i & 3])
-            .collect();
-        (op, data)
-    }
 
     #[test]
     fn frames_of_every_length_class_round_trip() {
@@ -153,7 +158,7 @@ mod tests {
             assert_eq!(start, header_len(len));
             out.extend_from_slice(&payload);
             mask_tail(&mut out, start, mask);
-            let (op, data) = unmask_frame(&out);
+            let (op, data) = unframe(&out);
             assert_eq!(op, 2);
             assert_eq!(data, payload);
         }
@@ -163,7 +168,7 @@ mod tests {
     fn close_frame_carries_code_and_reason() {
         let mut out = Vec::new();
         write_close(&mut out, 1000, "bye", [1, 2, 3, 4]);
-        let (op, data) = unmask_frame(&out);
+        let (op, data) = unframe(&out);
         assert_eq!(op, 8);
         assert_eq!(&data[..2], &1000u16.to_be_bytes());
         assert_eq!(&data[2..], b"bye");

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use super::frame::unframe;
 use super::*;
 use crate::event::{DynEvent, Event, RawEvent, ServerEvent};
 use crate::Value;
@@ -456,29 +457,6 @@ fn json_text_frames_decode_like_msgpack() {
         ev.data().unwrap()["nodes"][0]["position"][1],
         Value::F64(0.5)
     );
-}
-
-/// Unmasks a client frame: (opcode, payload).
-fn unframe(frame: &[u8]) -> (u8, Vec<u8>) {
-    let op = frame[0] & 0x0f;
-    assert_eq!(frame[0] & 0x80, 0x80, "FIN");
-    assert_eq!(frame[1] & 0x80, 0x80, "masked");
-    let (len, off) = match frame[1] & 0x7f {
-        126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let mask = &frame[off..off + 4];
-    assert_eq!(frame.len(), off + 4 + len, "one frame exactly");
-    let data = frame[off + 4..]
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b ^ mask[i & 3])
-        .collect();
-    (op, data)
 }
 
 #[test]
