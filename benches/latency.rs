@@ -188,7 +188,7 @@ fn row(client: &'static str, rate_hz: u64, hist: &Hist) -> Row {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let quick = smoke_run();
     let rt = runtime();
     let mut rows = Vec::new();
     for (rate, secs) in [(60u64, 10u64), (1_000, 10), (10_000, 5)] {

@@ -35,7 +35,7 @@ fn python() -> Option<PathBuf> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let quick = smoke_run();
     let n: u64 = if quick { 2_000 } else { 100_000 };
     let Some(py) = python() else {
         println!("python anchor skipped: no Python with vuer 0.1.6 (set VUER_PYTHON, or run tests/run.sh to create .venv)");

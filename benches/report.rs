@@ -11,6 +11,8 @@
 //! Writes `benches/plots/*.png`. Missing results (or no DejaVu font for the
 //! labels) are reported and skipped.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
@@ -275,7 +277,7 @@ fn main() {
     }
     // A smoke run (`cargo bench -- --test`) must not overwrite the plots
     // of BENCHMARKS.md with its own short results.
-    let smoke = std::env::args().any(|a| a == "--test" || a == "--quick");
+    let smoke = common::smoke_run();
     let dir = if smoke {
         root().join("target/bench-results/plots")
     } else {

@@ -216,7 +216,7 @@ fn leak(s: String) -> &'static str {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let quick = smoke_run();
     let secs = if quick { 3 } else { 20 };
     let rt = runtime();
     let mut out = Vec::new();

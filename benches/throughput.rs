@@ -144,5 +144,5 @@ fn main() {
     if args.iter().any(|a| a == "--list" || a == "--profile-time") {
         return;
     }
-    pairs(args.iter().any(|a| a == "--test" || a == "--quick"));
+    pairs(smoke_run());
 }

@@ -109,12 +109,18 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A short smoke run (`cargo bench -- --test`, as CI runs, or `--quick`)
+/// rather than a real measurement.
+pub fn smoke_run() -> bool {
+    std::env::args().any(|a| a == "--test" || a == "--quick")
+}
+
 /// Writes a result file to `target/bench-results/<name>` (for the plots in
 /// BENCHMARKS.md).
 pub fn write_result(name: &str, contents: &str) {
     // A smoke run's tiny samples must not replace a real run's results
     // (the plots in BENCHMARKS.md are drawn from them).
-    if std::env::args().any(|a| a == "--test" || a == "--quick") {
+    if smoke_run() {
         println!("smoke run: {name} not written");
         return;
     }
