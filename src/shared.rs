@@ -2,14 +2,19 @@
 //!
 //! Handles never touch the socket. They encode an event, then take the
 //! outbox lock for a few dozen nanoseconds to put it in the ring, and wake
-//! the sender task only if it is idle. The lock is a `std::sync::Mutex`: it
-//! is never held across an `.await`, every critical section is a handful of
+//! the sender task only if it is idle. The lock is a blocking mutex: it is
+//! never held across an `.await`, every critical section is a handful of
 //! pointer moves, and it can be taken from any thread (a control loop that
-//! is not a tokio task), which an async mutex could not.
+//! is not a tokio task), which an async mutex could not. It is
+//! `parking_lot`'s rather than std's: when the publisher and the sender
+//! meet on it, it spins a little longer before parking and wakes parked
+//! threads more cheaply, which measured ≈ 11 % more end-to-end throughput
+//! (interleaved pairs vs the feed-64 baseline, medians 5.04/5.09/4.85× with
+//! std, 5.67/5.66/5.44× with parking_lot, run alternately).
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -140,7 +145,7 @@ impl ConnCtx {
 
 pub(crate) struct Shared {
     pub config: Config,
-    pub outbox: Mutex<Outbox>,
+    pub outbox: parking_lot::Mutex<Outbox>,
     /// Wakes the sender task.
     pub wake_sender: Notify,
     /// Wakes `send().await` callers waiting for room.
@@ -189,7 +194,7 @@ impl Shared {
         );
         let written_through = ring.head_seq();
         Shared {
-            outbox: Mutex::new(Outbox {
+            outbox: parking_lot::Mutex::new(Outbox {
                 ring,
                 sender_idle: false,
                 sender_armed: false,
@@ -215,10 +220,11 @@ impl Shared {
         }
     }
 
-    /// Locks the outbox. A panic while holding it cannot leave the ring in
-    /// a state worse than "some counters off", so poisoning is ignored.
-    pub(crate) fn outbox(&self) -> MutexGuard<'_, Outbox> {
-        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    /// Locks the outbox. (`parking_lot`'s mutex does not poison: a panic
+    /// while holding it cannot leave the ring in a state worse than "some
+    /// counters off".)
+    pub(crate) fn outbox(&self) -> parking_lot::MutexGuard<'_, Outbox> {
+        self.outbox.lock()
     }
 
     pub(crate) fn set_last_error(&self, e: impl ToString) {
