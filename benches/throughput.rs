@@ -43,6 +43,12 @@ fn throughput(c: &mut Criterion) {
         b.iter_custom(|iters| from_thread(&rt, &server, iters, Producer::SendBlocking))
     });
 
+    // The same thread handing over 64 events per call (`publish_many`),
+    // as the baseline feeds 64 per flush.
+    g.bench_function("vuer_client_publish_many64_from_thread", |b| {
+        b.iter_custom(|iters| from_thread(&rt, &server, iters, Producer::PublishMany(64)))
+    });
+
     // An async producer awaiting room (`send().await`).
     g.bench_function("vuer_client_send_await", |b| {
         b.iter_custom(|iters| send_await(&rt, &server, iters))
@@ -58,13 +64,14 @@ fn throughput(c: &mut Criterion) {
     g.finish();
 }
 
-/// Events/s of one `publish`-from-a-thread run of `n` reliable events.
+/// Events/s of one run of `n` reliable events from a thread.
 fn ours_once(
     rt: &tokio::runtime::Runtime,
     server: &vuer_client::server::LocalServer,
     n: u64,
+    how: Producer,
 ) -> f64 {
-    n as f64 / from_thread(rt, server, n, Producer::PublishRetry).as_secs_f64()
+    n as f64 / from_thread(rt, server, n, how).as_secs_f64()
 }
 
 /// Events/s of one baseline run (feed 64, then flush) of `n` events.
@@ -76,63 +83,86 @@ fn baseline_once(
     n as f64 / baseline_run(rt, server, n, 64).as_secs_f64()
 }
 
-/// Interleaved pairs of the headline contenders (see the module docs).
+/// Interleaved rounds of the headline contenders (see the module docs):
+/// `publish` and `publish_many` (64 per call) from a thread, and the
+/// baseline feeding 64 per flush; each round runs all three within a
+/// second, rotating which goes first.
 fn pairs(quick: bool) {
     let rt = runtime();
     let server = rt.block_on(sink());
     // About a third of a second each at the usual rates.
-    let (pairs, ours_n, base_n) = if quick {
+    let (rounds, ours_n, base_n) = if quick {
         (1, 20_000, 10_000)
     } else {
         (9, 3_000_000, 800_000)
     };
-    // Warm both paths once, unmeasured (as criterion's warm-up does): the
+    let ours = [Producer::PublishRetry, Producer::PublishMany(64)];
+    // Warm every path once, unmeasured (as criterion's warm-up does): the
     // first second of a process runs slower (the allocator settles).
-    ours_once(&rt, &server, ours_n);
+    for how in ours {
+        ours_once(&rt, &server, ours_n, how);
+    }
     baseline_once(&rt, &server, base_n);
-    let (mut ours, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    println!("interleaved pairs, reliable 60-byte events, M events/s");
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut ratios: [Vec<f64>; 2] = Default::default();
+    println!("interleaved rounds, reliable 60-byte events, M events/s (ratio to the baseline of the same round)");
     println!(
-        "{:>5} {:>10} {:>16} {:>7}",
-        "pair", "publish", "tt feed64+flush", "ratio"
+        "{:>5} {:>17} {:>24} {:>16}",
+        "round", "publish", "publish_many(64)", "tt feed64+flush"
     );
-    for i in 0..pairs {
-        let (o, b) = if i % 2 == 0 {
-            let o = ours_once(&rt, &server, ours_n);
-            (o, baseline_once(&rt, &server, base_n))
-        } else {
-            let b = baseline_once(&rt, &server, base_n);
-            (ours_once(&rt, &server, ours_n), b)
-        };
+    for i in 0..rounds {
+        let mut r = [0.0; 3];
+        for k in 0..3 {
+            let which = (i + k) % 3;
+            r[which] = match which {
+                2 => baseline_once(&rt, &server, base_n),
+                w => ours_once(&rt, &server, ours_n, ours[w]),
+            };
+        }
         println!(
-            "{:>5} {:>10.2} {:>16.2} {:>6.2}x",
+            "{:>5} {:>9.2} ({:>5.2}x) {:>16.2} ({:>5.2}x) {:>16.2}",
             i + 1,
-            o / 1e6,
-            b / 1e6,
-            o / b
+            r[0] / 1e6,
+            r[0] / r[2],
+            r[1] / 1e6,
+            r[1] / r[2],
+            r[2] / 1e6
         );
-        ours.push(o);
-        base.push(b);
-        ratios.push(o / b);
+        for k in 0..3 {
+            rates[k].push(r[k]);
+        }
+        ratios[0].push(r[0] / r[2]);
+        ratios[1].push(r[1] / r[2]);
     }
-    let (mo, mb, mr) = (median(&mut ours), median(&mut base), median(&mut ratios));
+    let m: Vec<f64> = rates.iter_mut().map(|v| median(v)).collect();
+    let mr: Vec<f64> = ratios.iter_mut().map(|v| median(v)).collect();
     println!(
-        "median {:>10.2} {:>16.2} {:>6.2}x (median of the pair ratios; ratio of the medians {:.2}x)",
-        mo / 1e6,
-        mb / 1e6,
-        mr,
-        mo / mb
+        "median {:>8.2} ({:>5.2}x) {:>16.2} ({:>5.2}x) {:>16.2}   (medians of the round ratios; ratios of the medians {:.2}x and {:.2}x)",
+        m[0] / 1e6,
+        mr[0],
+        m[1] / 1e6,
+        mr[1],
+        m[2] / 1e6,
+        m[0] / m[2],
+        m[1] / m[2]
     );
-    {
-        write_result(
-            "throughput_pairs.json",
-            &format!(
-                "{{\"pairs\":{pairs},\"publish_median_eps\":{mo:.0},\"feed64_median_eps\":{mb:.0},\"median_pair_ratio\":{mr:.3},\"min_pair_ratio\":{:.3},\"max_pair_ratio\":{:.3}}}",
-                ratios[0],
-                ratios[ratios.len() - 1]
-            ),
-        );
-    }
+    // `median` sorted the ratios: first and last are the extremes.
+    let (r0, r1) = (&ratios[0], &ratios[1]);
+    write_result(
+        "throughput_pairs.json",
+        &format!(
+            "{{\"rounds\":{rounds},\"publish_median_eps\":{:.0},\"publish_many64_median_eps\":{:.0},\"feed64_median_eps\":{:.0},\"publish_median_ratio\":{:.3},\"publish_min_ratio\":{:.3},\"publish_max_ratio\":{:.3},\"publish_many64_median_ratio\":{:.3},\"publish_many64_min_ratio\":{:.3},\"publish_many64_max_ratio\":{:.3}}}",
+            m[0],
+            m[1],
+            m[2],
+            mr[0],
+            r0[0],
+            r0[r0.len() - 1],
+            mr[1],
+            r1[0],
+            r1[r1.len() - 1]
+        ),
+    );
 }
 
 criterion_group!(benches, throughput);

@@ -12,7 +12,7 @@ use tokio_util::sync::ReusableBoxFuture;
 use crate::codec::{body_dyn, body_raw, body_typed, encode_into, BodyParts, Payload};
 use crate::config::ClientBuilder;
 use crate::connection::{self, Target};
-use crate::error::{ConnectError, Disconnect, EncodeError, PublishError};
+use crate::error::{ConnectError, Disconnect, EncodeError, PartialPublish, PublishError};
 use crate::event::{DynEvent, Event, RawEvent};
 use crate::inbound::Queue;
 use crate::shared::{Meta, Shared};
@@ -213,6 +213,37 @@ impl VuerClient {
     /// `client.send @ event`, but errors are returned, not hidden.
     pub fn publish<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
         publish(&self.shared, event)
+    }
+
+    /// Queues several events at once: one clock read and one lock for the
+    /// whole slice, so each event costs little more than its encoding. For
+    /// a control loop that publishes many events per tick (every joint, both
+    /// hands) or a producer that has events ready in bulk. Each event is
+    /// treated as [`publish`](Self::publish) would treat it (keyed ones
+    /// coalesce, reliable ones keep their order); all get the same
+    /// timestamp unless they carry their own.
+    ///
+    /// If an event is refused (queue full, too large, not encodable, or the
+    /// client closed), the batch stops there: the events before it are
+    /// queued, the rest are not, and the error says how many were accepted.
+    /// Never blocks. Events are encoded under the lock, so very large events
+    /// are better published one by one.
+    ///
+    /// ```no_run
+    /// # use vuer_client::{DynEvent, VuerClient};
+    /// # fn f(client: &VuerClient, joints: &[f32; 7]) {
+    /// let events: Vec<DynEvent> = joints
+    ///     .iter()
+    ///     .enumerate()
+    ///     .map(|(i, q)| DynEvent::new("JOINT").key(format!("j{i}")).value(*q))
+    ///     .collect();
+    /// if let Err(e) = client.publish_many(&events) {
+    ///     eprintln!("{} of {} queued: {}", e.accepted, events.len(), e.error);
+    /// }
+    /// # }
+    /// ```
+    pub fn publish_many<E: Outgoing>(&self, events: &[E]) -> Result<(), PartialPublish> {
+        publish_many(&self.shared, events)
     }
 
     /// Queues an event, waiting for room when the queue is full (the
@@ -458,6 +489,11 @@ impl Publisher {
         publish(&self.shared, event)
     }
 
+    /// See [`VuerClient::publish_many`].
+    pub fn publish_many<E: Outgoing>(&self, events: &[E]) -> Result<(), PartialPublish> {
+        publish_many(&self.shared, events)
+    }
+
     /// See [`VuerClient::send`].
     pub async fn send<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
         send(&self.shared, event).await
@@ -592,6 +628,16 @@ pub(crate) fn publish<E: Outgoing + ?Sized>(
     event: &E,
 ) -> Result<(), PublishError> {
     shared.publish_with(event.meta(), |b, f32| event.encode_body(b, f32))
+}
+
+pub(crate) fn publish_many<E: Outgoing>(
+    shared: &Shared,
+    events: &[E],
+) -> Result<(), PartialPublish> {
+    match shared.publish_many(events, |e| e.meta(), |e, b, f32| e.encode_body(b, f32)) {
+        (_, Ok(())) => Ok(()),
+        (accepted, Err(error)) => Err(PartialPublish { accepted, error }),
+    }
 }
 
 pub(crate) async fn send<E: Outgoing + ?Sized>(

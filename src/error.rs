@@ -158,6 +158,20 @@ pub enum PublishError {
     Closed(Disconnect),
 }
 
+/// [`publish_many`](crate::VuerClient::publish_many) stopped at an event it
+/// could not accept: the events before it were accepted, it and the ones
+/// after were not (the caller still owns them).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{accepted} events accepted, then: {error}")]
+#[non_exhaustive]
+pub struct PartialPublish {
+    /// Events accepted, from the start of the slice.
+    pub accepted: usize,
+    /// Why the next one was refused.
+    #[source]
+    pub error: PublishError,
+}
+
 /// An inbound message could not be decoded. The message is skipped and
 /// counted; the connection goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -116,7 +116,7 @@ pub use config::{
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
 };
 pub use connection::socket::{SocketOptions, TcpInfo, DEFAULT_NOTSENT_LOWAT};
-pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PublishError};
+pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
 pub use inbound::etype_matches;
 pub use pacing::Pacing;

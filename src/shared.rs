@@ -244,21 +244,7 @@ impl Shared {
         encode: impl FnOnce(&mut Vec<u8>, bool) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
         let now = clock::now_ns();
-        let deadline = meta
-            .max_age
-            .or(self.config.max_age)
-            .map_or(u64::MAX, |a| now.saturating_add(a.as_nanos() as u64));
-        let key = match meta.coalesce {
-            Coalesce::Never => None,
-            Coalesce::Etype => Some(KeyRef {
-                etype: meta.etype,
-                key: "",
-            }),
-            Coalesce::Key(k) => Some(KeyRef {
-                etype: meta.etype,
-                key: k,
-            }),
-        };
+        let (key, deadline) = self.key_and_deadline(&meta, now);
         let ts_ms = meta.ts.unwrap_or_else(|| clock::wall_ms(now));
         let all_f32 = self.config.all_f32;
         if !LAST_WAS_LARGE.with(Cell::get) {
@@ -299,43 +285,130 @@ impl Shared {
             if let Some(reason) = &ob.terminal {
                 return Err(PublishError::Closed(reason.clone()));
             }
-            let start = ob.ring.arena_mut().len();
-            let (entries, tail) = match append(ob.ring.arena_mut()) {
-                Ok(parts) => parts,
-                Err(e) => {
-                    ob.ring.truncate_arena(start);
-                    return Err(e.into());
-                }
-            };
-            let body_len = ob.ring.arena_mut().len() - start;
-            LAST_WAS_LARGE.with(|l| l.set(body_len + tail.len() > LARGE_MESSAGE));
-            let header = Header { ts_ms, entries };
-            let size = crate::codec::message_len(header, body_len, tail.len());
-            if size > self.config.max_outgoing_message {
-                ob.ring.truncate_arena(start);
-                ob.ring_reject();
-                return Err(PublishError::TooLarge {
-                    size,
-                    limit: self.config.max_outgoing_message,
-                });
-            }
-            if ob
-                .ring
-                .push_appended(key, header, start, tail, now, deadline)
-                .is_err()
-            {
-                let (queued, bytes) = ob.ring.held();
-                return Err(PublishError::Full { queued, bytes });
-            }
-            match self.try_direct(&mut ob, now) {
-                DirectOutcome::Written => false,
-                DirectOutcome::WrittenWakeSender | DirectOutcome::No => self.poke_sender(&mut ob),
-            }
+            Self::push_locked(&self.config, &mut ob, key, now, deadline, ts_ms, append)?;
+            self.after_push(&mut ob, now)
         };
         if wake {
             self.wake_sender.notify_one();
         }
         Ok(())
+    }
+
+    /// Encodes and queues several events under one clock read and one
+    /// lock (see [`VuerClient::publish_many`](crate::VuerClient::publish_many)).
+    /// Returns how many were accepted, and the refusal that stopped the
+    /// batch, if one did.
+    pub(crate) fn publish_many<T>(
+        &self,
+        items: &[T],
+        meta: impl Fn(&T) -> Meta<'_>,
+        encode: impl Fn(&T, &mut Vec<u8>, bool) -> Result<BodyParts, EncodeError>,
+    ) -> (usize, Result<(), PublishError>) {
+        if items.is_empty() {
+            return (0, Ok(()));
+        }
+        // One instant for the whole batch: its events are published
+        // together (and `ts` is in milliseconds).
+        let now = clock::now_ns();
+        let wall_ms = clock::wall_ms(now);
+        let all_f32 = self.config.all_f32;
+        let mut accepted = 0;
+        let (result, wake) = {
+            let mut ob = self.outbox();
+            if let Some(reason) = &ob.terminal {
+                return (0, Err(PublishError::Closed(reason.clone())));
+            }
+            let mut result = Ok(());
+            for item in items {
+                let m = meta(item);
+                let (key, deadline) = self.key_and_deadline(&m, now);
+                let ts_ms = m.ts.unwrap_or(wall_ms);
+                result = Self::push_locked(&self.config, &mut ob, key, now, deadline, ts_ms, |a| {
+                    encode(item, a, all_f32)
+                });
+                if result.is_err() {
+                    break;
+                }
+                accepted += 1;
+            }
+            let wake = accepted > 0 && self.after_push(&mut ob, now);
+            (result, wake)
+        };
+        if wake {
+            self.wake_sender.notify_one();
+        }
+        (accepted, result)
+    }
+
+    /// The coalescing key and the deadline of an event published at `now`.
+    fn key_and_deadline<'m>(&self, meta: &Meta<'m>, now: u64) -> (Option<KeyRef<'m>>, u64) {
+        let deadline = meta
+            .max_age
+            .or(self.config.max_age)
+            .map_or(u64::MAX, |a| now.saturating_add(a.as_nanos() as u64));
+        let key = match meta.coalesce {
+            Coalesce::Never => None,
+            Coalesce::Etype => Some(KeyRef {
+                etype: meta.etype,
+                key: "",
+            }),
+            Coalesce::Key(k) => Some(KeyRef {
+                etype: meta.etype,
+                key: k,
+            }),
+        };
+        (key, deadline)
+    }
+
+    /// Encodes one message into the ring's arena and queues it (the caller
+    /// holds the lock and checked that the client is not closed).
+    fn push_locked(
+        config: &Config,
+        ob: &mut Outbox,
+        key: Option<KeyRef<'_>>,
+        now: u64,
+        deadline: u64,
+        ts_ms: u64,
+        append: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
+    ) -> Result<(), PublishError> {
+        let start = ob.ring.arena_mut().len();
+        let (entries, tail) = match append(ob.ring.arena_mut()) {
+            Ok(parts) => parts,
+            Err(e) => {
+                ob.ring.truncate_arena(start);
+                return Err(e.into());
+            }
+        };
+        let body_len = ob.ring.arena_mut().len() - start;
+        LAST_WAS_LARGE.with(|l| l.set(body_len + tail.len() > LARGE_MESSAGE));
+        let header = Header { ts_ms, entries };
+        let size = crate::codec::message_len(header, body_len, tail.len());
+        if size > config.max_outgoing_message {
+            ob.ring.truncate_arena(start);
+            ob.ring_reject();
+            return Err(PublishError::TooLarge {
+                size,
+                limit: config.max_outgoing_message,
+            });
+        }
+        if ob
+            .ring
+            .push_appended(key, header, start, tail, now, deadline)
+            .is_err()
+        {
+            let (queued, bytes) = ob.ring.held();
+            return Err(PublishError::Full { queued, bytes });
+        }
+        Ok(())
+    }
+
+    /// After queueing: writes directly if events are sparse, or else says
+    /// whether the sender must be woken.
+    fn after_push(&self, ob: &mut Outbox, now: u64) -> bool {
+        match self.try_direct(ob, now) {
+            DirectOutcome::Written => false,
+            DirectOutcome::WrittenWakeSender | DirectOutcome::No => self.poke_sender(ob),
+        }
     }
 
     /// The direct-write path: when the sender has been idle a while and the

@@ -336,6 +336,120 @@ async fn send_waits_for_room_and_publish_reports_full() {
     .await;
 }
 
+#[tokio::test]
+async fn publish_many_queues_a_batch_in_order_with_one_timestamp() {
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::connect(&server.uri()).await.unwrap();
+        // Reliable events in batches, and keyed ones coalescing inside a
+        // batch (latest value wins, the rest counted).
+        for b in 0..10u64 {
+            let batch: Vec<Tick> = (b * 100..(b + 1) * 100).map(Tick).collect();
+            client.publish_many(&batch).unwrap();
+        }
+        let poses: Vec<DynEvent> = (0..5)
+            .map(|i| DynEvent::new("POSE").key("hand").value(i))
+            .collect();
+        client.publish_many(&poses).unwrap();
+        client.publish_many::<Tick>(&[]).unwrap();
+        client.flush().await.unwrap();
+        let s = client.stats();
+        assert_eq!(s.published, 1005, "{s:?}");
+        assert!(s.coalesced >= 4, "{s:?}");
+        check_identity(&s);
+        let expected = 1 + 1000 + (5 - s.coalesced);
+        assert!(
+            server
+                .wait_until(|st| st.events >= expected, Duration::from_secs(10))
+                .await
+        );
+        let got = server.received();
+        let ticks: Vec<_> = got.iter().filter(|r| r.event.etype() == "TICK").collect();
+        assert_eq!(ticks.len(), 1000);
+        for (i, r) in ticks.iter().enumerate() {
+            assert_eq!(r.event.data().unwrap(), Value::Int(i as i64));
+        }
+        // One clock read per batch: a batch shares its timestamp.
+        for batch in ticks.chunks(100) {
+            let ts = batch[0].event.ts().unwrap();
+            assert!(batch.iter().all(|r| r.event.ts() == Some(ts)));
+        }
+        let last_pose = got
+            .iter()
+            .rev()
+            .find(|r| r.event.etype() == "POSE")
+            .unwrap();
+        assert_eq!(last_pose.event.data().unwrap(), Value::Int(4));
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+#[test]
+fn publish_many_stops_at_the_first_refusal_and_says_how_many_it_took() {
+    let (rt, server, client) = paused_server_and_client(|b| b.max_queued_events(8));
+    // Big reliable events: the kernel buffers fill, then the 8-event ring.
+    let big: Vec<DynEvent> = (0..64i64)
+        .map(|i| {
+            DynEvent::new("BIG")
+                .value(Value::map([
+                    ("i", i.into()),
+                    ("pad", Value::Bin(vec![3; 256 << 10])),
+                ]))
+                .reliable()
+        })
+        .collect();
+    let mut next = 0;
+    let err = loop {
+        match client.publish_many(&big[next..]) {
+            Ok(()) => panic!("64 events of 256 KiB never filled an 8-event queue"),
+            Err(e) if e.accepted == 0 && matches!(e.error, PublishError::Full { .. }) => {
+                // Full with nothing taken: the ring holds 8 (plus what
+                // the sender is writing).
+                break e;
+            }
+            Err(e) => {
+                assert!(matches!(e.error, PublishError::Full { .. }), "{e}");
+                next += e.accepted;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    assert!(err.to_string().contains("0 events accepted"), "{err}");
+    let s = client.stats();
+    assert!((8..64).contains(&next), "accepted {next}");
+    check_identity(&s);
+    // What was accepted arrives, in order, once the server reads again;
+    // nothing refused was queued.
+    server.resume_reading();
+    rt.block_on(async {
+        bounded(30, async {
+            client.flush().await.unwrap();
+            assert!(
+                server
+                    .wait_until(|st| st.events > next as u64, Duration::from_secs(20))
+                    .await
+            );
+            let got: Vec<i64> = server
+                .received()
+                .iter()
+                .filter(|r| r.event.etype() == "BIG")
+                .map(|r| r.event.data().unwrap()["i"].as_i64().unwrap())
+                .collect();
+            assert_eq!(got, (0..next as i64).collect::<Vec<_>>());
+            let s = client.stats();
+            assert_eq!(s.sent, next as u64);
+            check_identity(&s);
+            client.close().await.unwrap();
+            // Closed: nothing is taken.
+            let e = client.publish_many(&big[..2]).unwrap_err();
+            assert_eq!(e.accepted, 0);
+            assert!(matches!(e.error, PublishError::Closed(_)), "{e}");
+        })
+        .await
+    });
+}
+
 /// Waits (bounded) on a plain thread, so async tests can watch it.
 fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

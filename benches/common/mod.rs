@@ -137,6 +137,10 @@ pub enum Producer {
     PublishRetry,
     /// `send_blocking`, parking while the queue is full.
     SendBlocking,
+    /// `publish_many` with this many events per call (the counterpart of
+    /// the baseline's feed 64, then flush), retrying the rest after a
+    /// yield when the queue is full.
+    PublishMany(usize),
 }
 
 /// Time for a plain thread to get `n` reliable events to the sink through
@@ -152,6 +156,25 @@ pub fn from_thread(
     let publisher = client.publisher();
     let start = Instant::now();
     let producer = std::thread::spawn(move || {
+        if let Producer::PublishMany(per_call) = how {
+            let mut batch = Vec::with_capacity(per_call);
+            let mut i = 0;
+            while i < n {
+                let k = (per_call as u64).min(n - i);
+                batch.clear();
+                batch.extend((i..i + k).map(|j| SetPosition([j as f32, 0.5, 0.0])));
+                let mut done = 0;
+                while let Err(e) = publisher.publish_many(&batch[done..]) {
+                    match e.error {
+                        PublishError::Full { .. } => std::thread::yield_now(),
+                        other => panic!("{other}"),
+                    }
+                    done += e.accepted;
+                }
+                i += k;
+            }
+            return;
+        }
         for i in 0..n {
             let ev = SetPosition([i as f32, 0.5, 0.0]);
             match how {
@@ -163,6 +186,7 @@ pub fn from_thread(
                     }
                 },
                 Producer::SendBlocking => publisher.send_blocking(&ev).unwrap(),
+                Producer::PublishMany(_) => unreachable!("handled above"),
             }
         }
     });
