@@ -148,7 +148,9 @@ impl Unconfirmed {
             batch.arena_len().min(HINT_BYTES),
         );
         let mut b = std::mem::replace(batch, self.spare());
-        b.retain(|s| !s.is_keyed() && written(s));
+        if !b.is_plain() {
+            b.retain(|s| !s.is_keyed() && written(s));
+        }
         if b.is_empty() {
             self.recycle(b);
             return;

@@ -176,6 +176,9 @@ pub struct Batch<H> {
     arena: Vec<u8>,
     /// Sequence number of `slots[0]` when taken.
     first_seq: u64,
+    /// Set by [`Batch::mark_plain`]: the total size of its items, all of
+    /// them unkeyed and written (none expired).
+    plain: Option<usize>,
 }
 
 impl<H> Default for Batch<H> {
@@ -184,6 +187,7 @@ impl<H> Default for Batch<H> {
             slots: VecDeque::new(),
             arena: Vec::new(),
             first_seq: 0,
+            plain: None,
         }
     }
 }
@@ -219,6 +223,7 @@ impl<H> Batch<H> {
     /// of the arena, the arena is compacted so that dropped bodies do not
     /// stay in memory.
     pub fn retain(&mut self, keep: impl Fn(&Slot<H>) -> bool) {
+        self.plain = None;
         self.slots.retain(|s| keep(s));
         let live: usize = self.slots.iter().map(|s| s.len as usize).sum();
         if live * 2 < self.arena.len() {
@@ -228,7 +233,25 @@ impl<H> Batch<H> {
 
     /// Bytes of the items (bodies and tails).
     pub fn bytes(&self) -> usize {
-        self.slots.iter().map(Slot::size).sum()
+        match self.plain {
+            Some(bytes) => bytes,
+            None => self.slots.iter().map(Slot::size).sum(),
+        }
+    }
+
+    /// Records that every item is unkeyed and was written (none expired),
+    /// and that their sizes total `bytes` (the writer saw each item once
+    /// already): settling the batch ([`Ring::settle`]) and counting its
+    /// bytes then take no pass over the items. Cleared by any change.
+    pub fn mark_plain(&mut self, bytes: usize) {
+        debug_assert!(self.slots.iter().all(|s| !s.is_keyed()));
+        debug_assert_eq!(bytes, self.slots.iter().map(Slot::size).sum::<usize>());
+        self.plain = Some(bytes);
+    }
+
+    /// True if [`Batch::mark_plain`] applies.
+    pub fn is_plain(&self) -> bool {
+        self.plain.is_some()
     }
 
     /// An empty batch with room for `items` items of `bytes` body bytes.
@@ -237,6 +260,7 @@ impl<H> Batch<H> {
             slots: VecDeque::with_capacity(items),
             arena: Vec::with_capacity(bytes),
             first_seq: 0,
+            plain: None,
         }
     }
 
@@ -253,6 +277,7 @@ impl<H> Batch<H> {
 
     /// Empties the batch, keeping its buffers for reuse.
     pub fn clear(&mut self) {
+        self.plain = None;
         self.slots.clear();
         self.arena.clear();
     }
@@ -657,6 +682,7 @@ impl<H: Copy> Ring<H> {
     /// count as in flight until [`Ring::complete`] or [`Ring::requeue`].
     pub fn take_all(&mut self, batch: &mut Batch<H>) {
         debug_assert!(batch.is_empty());
+        batch.plain = None;
         std::mem::swap(&mut self.queue, &mut batch.slots);
         std::mem::swap(&mut self.arena, &mut batch.arena);
         batch.first_seq = self.head_seq;
@@ -676,6 +702,7 @@ impl<H: Copy> Ring<H> {
             return self.take_all(batch);
         }
         debug_assert!(batch.is_empty());
+        batch.plain = None;
         batch.first_seq = self.head_seq;
         let mut bytes = 0;
         while let Some(front) = self.queue.front() {
@@ -720,6 +747,13 @@ impl<H: Copy> Ring<H> {
     pub fn settle(&mut self, batch: &Batch<H>, retain: bool, expired: impl Fn(&Slot<H>) -> bool) {
         let n = batch.slots.len() as u64;
         self.release_in_flight(batch);
+        if batch.is_plain() {
+            // Nothing to retain, nothing expired (the writer said so).
+            debug_assert!(!batch.slots.iter().any(&expired));
+            self.counters.in_flight -= n;
+            self.counters.sent += n;
+            return;
+        }
         let mut n_expired = 0;
         for slot in batch.slots.iter() {
             if expired(slot) {
@@ -737,7 +771,7 @@ impl<H: Copy> Ring<H> {
     }
 
     fn release_in_flight(&mut self, batch: &Batch<H>) {
-        let bytes: usize = batch.slots.iter().map(Slot::size).sum();
+        let bytes = batch.bytes();
         self.held.in_flight_items = self.held.in_flight_items.saturating_sub(batch.slots.len());
         self.held.in_flight_bytes = self.held.in_flight_bytes.saturating_sub(bytes);
     }
@@ -753,6 +787,7 @@ impl<H: Copy> Ring<H> {
         self.release_in_flight(batch);
         let mut line: VecDeque<Slot<H>> =
             VecDeque::with_capacity(batch.slots.len() + self.queue.len());
+        batch.plain = None;
         for mut slot in batch.slots.drain(..) {
             if self.owns_key(&slot) {
                 if self.pending_pos(slot.key).is_some() {
@@ -807,6 +842,7 @@ impl<H: Copy> Ring<H> {
         }
         self.counters.published += n as u64;
         let mut line: VecDeque<Slot<H>> = VecDeque::with_capacity(n + self.queue.len());
+        batch.plain = None;
         for mut slot in batch.slots.drain(..) {
             slot.key = NO_KEY;
             line.push_back(slot);

@@ -385,10 +385,17 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         let mut bytes = 0u64;
         let mut writes = 0u64;
         let batch = &inflight.batch;
+        // Whether every event is reliable and written, and their size: then
+        // settling and confirming the batch take no pass over its events.
+        let mut plain = true;
+        let mut plain_bytes = 0;
         for slot in batch.slots() {
             if slot.deadline < now {
+                plain = false;
                 continue;
             }
+            plain &= !slot.is_keyed();
+            plain_bytes += slot.size();
             telemetry.record(now.saturating_sub(slot.born));
             write_frame(
                 &mut buf,
@@ -427,6 +434,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         control_frames = 0;
         if events > 0 {
             last_data_ns = clock::now_ns();
+        }
+        if plain && !inflight.batch.is_empty() {
+            inflight.batch.mark_plain(plain_bytes);
         }
         // Settled when the next batch is taken (one lock per round).
         inflight.written_at = Some(now);

@@ -385,3 +385,51 @@ proptest! {
         check_identity(&r);
     }
 }
+
+#[test]
+fn a_plain_batch_settles_without_a_pass_and_the_same_as_a_walked_one() {
+    // The same batch settled walked and marked plain ends in the same
+    // counters and bounds.
+    let settle = |plain: bool| {
+        let mut r = ring(100, 10_000);
+        for v in 0..10 {
+            push(&mut r, None, v, 8 + v as usize, u64::MAX).unwrap();
+        }
+        let mut b = Batch::default();
+        r.take_all(&mut b);
+        assert_eq!(r.held(), (10, 125));
+        if plain {
+            b.mark_plain(125);
+            assert!(b.is_plain());
+        }
+        assert_eq!(b.bytes(), 125);
+        r.settle(&b, true, |_| false);
+        b.clear();
+        assert!(!b.is_plain(), "clear forgets the mark");
+        check_identity(&r);
+        (r.counters(), r.held())
+    };
+    assert_eq!(settle(true), settle(false));
+    let (counters, held) = settle(true);
+    assert_eq!((counters.sent, counters.in_flight), (10, 0));
+    assert_eq!(held, (0, 0));
+}
+
+#[test]
+fn any_change_to_a_batch_forgets_the_plain_mark() {
+    let mut r = ring(100, 10_000);
+    for v in 0..4 {
+        push(&mut r, None, v, 8, u64::MAX).unwrap();
+    }
+    let mut b = Batch::default();
+    r.take_all(&mut b);
+    b.mark_plain(32);
+    b.retain(|_| true);
+    assert!(!b.is_plain());
+    b.mark_plain(32);
+    r.requeue(&mut b);
+    assert!(!b.is_plain() && b.is_empty());
+    r.take_all(&mut b);
+    assert!(!b.is_plain());
+    assert_eq!(b.bytes(), 32);
+}
