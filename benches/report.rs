@@ -67,6 +67,7 @@ fn throughput(out: &Path) -> Res {
     let mut bars = Vec::new();
     for name in [
         "vuer_client_publish_from_thread",
+        "vuer_client_publish_many64_from_thread",
         "vuer_client_send_blocking_from_thread",
         "vuer_client_send_await",
         "tokio_tungstenite_feed64_flush",
@@ -79,7 +80,7 @@ fn throughput(out: &Path) -> Res {
         let ns = est["median"]["point_estimate"].as_f64().unwrap_or(f64::NAN);
         bars.push((name.replace('_', " "), 1e9 / ns / 1e6));
     }
-    let root = BitMapBackend::new(out, (900, 420)).into_drawing_area();
+    let root = BitMapBackend::new(out, (900, 460)).into_drawing_area();
     root.fill(&WHITE)?;
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(&root)

@@ -7,13 +7,13 @@
 //! cargo bench --bench throughput
 //! ```
 //!
-//! After the criterion groups, the same two contenders that decide the
-//! headline ratio (`publish` from a thread, and the baseline feeding 64
-//! then flushing) run again as interleaved pairs: this machine kind's speed
-//! drifts by ±50 % over seconds, so criterion's groups, which run one after
-//! the other, can catch the two at different speeds. Each pair runs both
-//! within a second, alternating which goes first; the bench prints each
-//! pair's ratio and their median.
+//! After the criterion groups, the headline contenders (`publish` and
+//! `publish_many` with 64 events per call, from a thread, and the baseline
+//! feeding 64 then flushing) run again in interleaved rounds: this machine
+//! kind's speed drifts by ±50 % over seconds, so criterion's groups, which
+//! run one after the other, can catch them at different speeds. Each round
+//! runs all three within a second, rotating which goes first; the bench
+//! prints each round's ratios to the baseline and their medians.
 
 mod common;
 

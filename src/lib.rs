@@ -14,9 +14,11 @@
 //! * **Cheap to publish.** [`VuerClient::publish`] encodes the event on the
 //!   caller's thread, swaps a buffer into the ring under a short lock and
 //!   returns; it never blocks and needs no runtime, so a plain control-loop
-//!   thread can call it. Where every event must get through and waiting is
-//!   fine, [`VuerClient::send`] (async) and [`VuerClient::send_blocking`]
-//!   (plain threads) wait for room instead of returning `Full`.
+//!   thread can call it. [`VuerClient::publish_many`] hands over a whole
+//!   tick's events under one lock. Where every event must get through and
+//!   waiting is fine, [`VuerClient::send`] (async) and
+//!   [`VuerClient::send_blocking`] (plain threads) wait for room instead of
+//!   returning `Full`.
 //! * **Batched writes.** A sender task drains whatever is ready and writes
 //!   it as one buffer (msgpack, frame headers and masks written in place):
 //!   one syscall for many frames, no added latency at low rates.
