@@ -68,6 +68,7 @@ fn throughput(out: &Path) -> Res {
     for name in [
         "vuer_client_publish_from_thread",
         "vuer_client_publish_many64_from_thread",
+        "vuer_client_publish_from_4_threads",
         "vuer_client_send_blocking_from_thread",
         "vuer_client_send_await",
         "tokio_tungstenite_feed64_flush",

@@ -49,6 +49,12 @@ fn throughput(c: &mut Criterion) {
         b.iter_custom(|iters| from_thread(&rt, &server, iters, Producer::PublishMany(64)))
     });
 
+    // Four threads publishing through clones of one client's `Publisher`
+    // (they share the outbox lock; this machine has 2 cores).
+    g.bench_function("vuer_client_publish_from_4_threads", |b| {
+        b.iter_custom(|iters| from_threads(&rt, &server, iters, Producer::PublishRetry, 4))
+    });
+
     // An async producer awaiting room (`send().await`).
     g.bench_function("vuer_client_send_await", |b| {
         b.iter_custom(|iters| send_await(&rt, &server, iters))

@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 use vuer_client::server::{LocalServer, ServerOptions};
-use vuer_client::{Coalesce, Event, PublishError, VuerClient};
+use vuer_client::{Coalesce, Event, PublishError, Publisher, VuerClient};
 
 /// The event of PERF_NOTES.md: `{ts, etype: "SET_POSITION", value: [f32; 3]}`,
 /// 54 bytes of msgpack, 60 on the wire.
@@ -151,50 +151,74 @@ pub fn from_thread(
     n: u64,
     how: Producer,
 ) -> Duration {
+    from_threads(rt, server, n, how, 1)
+}
+
+/// Time for `threads` plain threads, each with its own `Publisher` handle
+/// of one fresh client, to get `n` reliable events (split between them)
+/// to the sink.
+pub fn from_threads(
+    rt: &tokio::runtime::Runtime,
+    server: &LocalServer,
+    n: u64,
+    how: Producer,
+    threads: u64,
+) -> Duration {
     let base = server.stats().frames + 1; // + INIT
     let client = rt.block_on(VuerClient::connect(&server.uri())).unwrap();
-    let publisher = client.publisher();
     let start = Instant::now();
-    let producer = std::thread::spawn(move || {
-        if let Producer::PublishMany(per_call) = how {
-            let mut batch = Vec::with_capacity(per_call);
-            let mut i = 0;
-            while i < n {
-                let k = (per_call as u64).min(n - i);
-                batch.clear();
-                batch.extend((i..i + k).map(|j| SetPosition([j as f32, 0.5, 0.0])));
-                let mut done = 0;
-                while let Err(e) = publisher.publish_many(&batch[done..]) {
-                    match e.error {
-                        PublishError::Full { .. } => std::thread::yield_now(),
-                        other => panic!("{other}"),
-                    }
-                    done += e.accepted;
-                }
-                i += k;
-            }
-            return;
-        }
-        for i in 0..n {
-            let ev = SetPosition([i as f32, 0.5, 0.0]);
-            match how {
-                Producer::PublishRetry => loop {
-                    match publisher.publish(&ev) {
-                        Ok(()) => break,
-                        Err(PublishError::Full { .. }) => std::thread::yield_now(),
-                        Err(e) => panic!("{e}"),
-                    }
-                },
-                Producer::SendBlocking => publisher.send_blocking(&ev).unwrap(),
-                Producer::PublishMany(_) => unreachable!("handled above"),
-            }
-        }
-    });
+    let producers: Vec<_> = (0..threads)
+        .map(|t| {
+            let publisher = client.publisher();
+            // The first thread takes the remainder.
+            let count = n / threads + if t == 0 { n % threads } else { 0 };
+            std::thread::spawn(move || produce(&publisher, count, how))
+        })
+        .collect();
     rt.block_on(wait_frames(server, base + n));
     let elapsed = start.elapsed();
-    producer.join().unwrap();
+    for p in producers {
+        p.join().unwrap();
+    }
     rt.block_on(client.close()).unwrap();
     elapsed
+}
+
+/// One producing thread's loop: `n` reliable events, handed over `how`.
+fn produce(publisher: &Publisher, n: u64, how: Producer) {
+    if let Producer::PublishMany(per_call) = how {
+        let mut batch = Vec::with_capacity(per_call);
+        let mut i = 0;
+        while i < n {
+            let k = (per_call as u64).min(n - i);
+            batch.clear();
+            batch.extend((i..i + k).map(|j| SetPosition([j as f32, 0.5, 0.0])));
+            let mut done = 0;
+            while let Err(e) = publisher.publish_many(&batch[done..]) {
+                match e.error {
+                    PublishError::Full { .. } => std::thread::yield_now(),
+                    other => panic!("{other}"),
+                }
+                done += e.accepted;
+            }
+            i += k;
+        }
+        return;
+    }
+    for i in 0..n {
+        let ev = SetPosition([i as f32, 0.5, 0.0]);
+        match how {
+            Producer::PublishRetry => loop {
+                match publisher.publish(&ev) {
+                    Ok(()) => break,
+                    Err(PublishError::Full { .. }) => std::thread::yield_now(),
+                    Err(e) => panic!("{e}"),
+                }
+            },
+            Producer::SendBlocking => publisher.send_blocking(&ev).unwrap(),
+            Producer::PublishMany(_) => unreachable!("handled above"),
+        }
+    }
 }
 
 /// Time for an async producer awaiting room (`send().await`) to get `n`
