@@ -161,17 +161,29 @@ impl Unconfirmed {
     }
 
     /// The server has read everything up to byte `acked`: releases the
-    /// batches that end there or before. Returns true if any was released.
-    pub(crate) fn confirm(&mut self, acked: u64) -> bool {
+    /// batches that end there or before into `released`, still full: the
+    /// caller empties them after letting go of the outbox lock (dropping
+    /// thousands of events is not work to do while publishers wait) and
+    /// hands them back with [`Unconfirmed::give_back`]. Returns true if any
+    /// was released.
+    pub(crate) fn confirm(&mut self, acked: u64, released: &mut Vec<Batch<Header>>) -> bool {
         let mut freed = false;
         while self.entries.front().is_some_and(|e| e.end <= acked) {
             let e = self.entries.pop_front().expect("front exists");
             self.items -= e.batch.len();
             self.bytes -= e.batch.bytes();
-            self.recycle(e.batch);
+            released.push(e.batch);
             freed = true;
         }
         freed
+    }
+
+    /// Takes back released batches (emptied by the caller) into the pool
+    /// of spares, within its bounds.
+    pub(crate) fn give_back(&mut self, emptied: &mut Vec<Batch<Header>>) {
+        for b in emptied.drain(..) {
+            self.recycle(b);
+        }
     }
 
     /// Every unconfirmed batch, newest first (putting each at the front of
@@ -233,8 +245,11 @@ mod tests {
         assert_eq!((u.len(), u.bytes()), (2, 8)); // keyed items are not kept
         let mut b = written_batch(&mut r, &[(false, 3)]);
         u.keep(&mut b, 200, |_| true);
-        assert!(!u.confirm(99));
-        assert!(u.confirm(150));
+        let mut released = Vec::new();
+        assert!(!u.confirm(99, &mut released));
+        assert!(u.confirm(150, &mut released));
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].len(), 2, "released full, emptied by the caller");
         assert_eq!(u.len(), 1);
         let mut rest = u.take_all();
         assert_eq!(rest.len(), 1);
@@ -262,7 +277,12 @@ mod tests {
                 b.capacity_bytes() >= 300 * (std::mem::size_of::<crate::ring::Slot<Header>>() + 4)
             );
         }
-        assert!(u.confirm(u64::MAX));
+        let mut released = Vec::new();
+        assert!(u.confirm(u64::MAX, &mut released));
+        assert_eq!(released.len(), 200);
+        released.iter_mut().for_each(Batch::clear);
+        u.give_back(&mut released);
+        assert!(released.is_empty());
         assert!(u.spare.len() <= SPARE_BATCHES);
         let held: usize = u.spare.iter().map(Batch::capacity_bytes).sum();
         assert_eq!(held, u.spare_bytes);

@@ -218,6 +218,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
     let mut next_round = Instant::now();
     let mut pacer = Pacer::new(cfg.pacing);
     let mut telemetry = Telemetry::new(clock::now_ns());
+    // Confirmed batches being emptied outside the lock (see
+    // `Unconfirmed::confirm`).
+    let mut released: Vec<Batch<Header>> = Vec::new();
 
     // INIT goes first, before anything queued (PROTOCOL.md §5).
     if let Some(fields) = &cfg.init {
@@ -259,9 +262,14 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         let (pong, close_reply, closing, settled, awaiting, urgent, hold) = {
             let mut ob = shared.outbox();
             let mut settled = inflight.settle(&mut ob);
+            // Batches emptied since the last round go back to the pool.
+            ob.unconfirmed.give_back(&mut released);
             // What the server confirmed reading no longer counts against
-            // the bounds.
-            if ob.unconfirmed.confirm(ctx.acked_offset.load(Relaxed)) {
+            // the bounds (its batches are emptied below, outside the lock).
+            if ob
+                .unconfirmed
+                .confirm(ctx.acked_offset.load(Relaxed), &mut released)
+            {
                 settled = true;
             }
             let awaiting = !ob.unconfirmed.is_empty();
@@ -303,6 +311,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             }
             (pong, close_reply, closing, settled, awaiting, urgent, hold)
         };
+        released.iter_mut().for_each(Batch::clear);
         if settled {
             shared.written.notify_waiters();
             shared.room.notify_waiters();
