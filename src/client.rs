@@ -238,7 +238,7 @@ impl VuerClient {
     ///     .map(|(i, q)| DynEvent::new("JOINT").key(format!("j{i}")).value(*q))
     ///     .collect();
     /// if let Err(e) = client.publish_many(&events) {
-    ///     eprintln!("{} of {} queued: {}", e.accepted, events.len(), e.error);
+    ///     tracing::warn!(accepted = e.accepted, of = events.len(), error = %e.error, "partly queued");
     /// }
     /// # }
     /// ```
