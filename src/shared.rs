@@ -176,6 +176,16 @@ thread_local! {
     static LAST_WAS_LARGE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// How an event is queued: its coalescing key, when it was published
+/// ([`clock::now_ns`]), when it expires, and its `ts`.
+#[derive(Clone, Copy)]
+struct Stamp<'k> {
+    key: Option<KeyRef<'k>>,
+    now: u64,
+    deadline: u64,
+    ts_ms: u64,
+}
+
 /// What an outgoing event needs to say about itself to be queued.
 pub struct Meta<'a> {
     pub etype: &'a str,
@@ -244,13 +254,12 @@ impl Shared {
         encode: impl FnOnce(&mut Vec<u8>, bool) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
         let now = clock::now_ns();
-        let (key, deadline) = self.key_and_deadline(&meta, now);
-        let ts_ms = meta.ts.unwrap_or_else(|| clock::wall_ms(now));
+        let stamp = self.stamp(&meta, now, clock::wall_ms(now));
         let all_f32 = self.config.all_f32;
         if !LAST_WAS_LARGE.with(Cell::get) {
             // Small messages (the common case) are encoded straight into the
             // ring's arena under the lock: no second buffer, no copy.
-            return self.queue(key, now, deadline, ts_ms, |arena| encode(arena, all_f32));
+            return self.queue(stamp, |arena| encode(arena, all_f32));
         }
         // After a large message, this thread encodes outside the lock (into
         // its scratch buffer) and the ring copies the result: a large value
@@ -259,7 +268,7 @@ impl Shared {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
             let (entries, tail) = encode(&mut scratch, all_f32)?;
-            let result = self.queue(key, now, deadline, ts_ms, |arena| {
+            let result = self.queue(stamp, |arena| {
                 arena.extend_from_slice(&scratch);
                 Ok((entries, tail))
             });
@@ -274,24 +283,14 @@ impl Shared {
     /// under the outbox lock.
     fn queue(
         &self,
-        key: Option<KeyRef<'_>>,
-        now: u64,
-        deadline: u64,
-        ts_ms: u64,
+        stamp: Stamp<'_>,
         append: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
-        let wake = {
-            let mut ob = self.outbox();
-            if let Some(reason) = &ob.terminal {
-                return Err(PublishError::Closed(reason.clone()));
-            }
-            Self::push_locked(&self.config, &mut ob, key, now, deadline, ts_ms, append)?;
-            self.after_push(&mut ob, now)
-        };
-        if wake {
-            self.wake_sender.notify_one();
-        }
-        Ok(())
+        self.hand_off(stamp.now, |ob| {
+            let result = Self::push_locked(&self.config, ob, stamp, append);
+            (result.is_ok(), result)
+        })
+        .and_then(|result| result)
     }
 
     /// Encodes and queues several events under one clock read and one
@@ -312,36 +311,48 @@ impl Shared {
         let now = clock::now_ns();
         let wall_ms = clock::wall_ms(now);
         let all_f32 = self.config.all_f32;
-        let mut accepted = 0;
-        let (result, wake) = {
-            let mut ob = self.outbox();
-            if let Some(reason) = &ob.terminal {
-                return (0, Err(PublishError::Closed(reason.clone())));
-            }
-            let mut result = Ok(());
+        let handed = self.hand_off(now, |ob| {
+            let mut accepted = 0;
             for item in items {
-                let m = meta(item);
-                let (key, deadline) = self.key_and_deadline(&m, now);
-                let ts_ms = m.ts.unwrap_or(wall_ms);
-                result = Self::push_locked(&self.config, &mut ob, key, now, deadline, ts_ms, |a| {
-                    encode(item, a, all_f32)
-                });
-                if result.is_err() {
-                    break;
+                let stamp = self.stamp(&meta(item), now, wall_ms);
+                let pushed =
+                    Self::push_locked(&self.config, ob, stamp, |a| encode(item, a, all_f32));
+                if let Err(e) = pushed {
+                    return (accepted > 0, (accepted, Err(e)));
                 }
                 accepted += 1;
             }
-            let wake = accepted > 0 && self.after_push(&mut ob, now);
-            (result, wake)
+            (accepted > 0, (accepted, Ok(())))
+        });
+        handed.unwrap_or_else(|closed| (0, Err(closed)))
+    }
+
+    /// Runs `push` under the outbox lock unless the client is closed (then
+    /// `Closed`). If it queued anything (the flag it returns), the event is
+    /// written directly when events are sparse, or else the sender is woken
+    /// if it is idle.
+    fn hand_off<R>(
+        &self,
+        now: u64,
+        push: impl FnOnce(&mut Outbox) -> (bool, R),
+    ) -> Result<R, PublishError> {
+        let (wake, result) = {
+            let mut ob = self.outbox();
+            if let Some(reason) = &ob.terminal {
+                return Err(PublishError::Closed(reason.clone()));
+            }
+            let (queued, result) = push(&mut ob);
+            (queued && self.after_push(&mut ob, now), result)
         };
         if wake {
             self.wake_sender.notify_one();
         }
-        (accepted, result)
+        Ok(result)
     }
 
-    /// The coalescing key and the deadline of an event published at `now`.
-    fn key_and_deadline<'m>(&self, meta: &Meta<'m>, now: u64) -> (Option<KeyRef<'m>>, u64) {
+    /// How an event published at `now` is queued: its coalescing key, its
+    /// deadline and its `ts` (its own, or `wall_ms`).
+    fn stamp<'m>(&self, meta: &Meta<'m>, now: u64, wall_ms: u64) -> Stamp<'m> {
         let deadline = meta
             .max_age
             .or(self.config.max_age)
@@ -357,7 +368,12 @@ impl Shared {
                 key: k,
             }),
         };
-        (key, deadline)
+        Stamp {
+            key,
+            now,
+            deadline,
+            ts_ms: meta.ts.unwrap_or(wall_ms),
+        }
     }
 
     /// Encodes one message into the ring's arena and queues it (the caller
@@ -365,10 +381,7 @@ impl Shared {
     fn push_locked(
         config: &Config,
         ob: &mut Outbox,
-        key: Option<KeyRef<'_>>,
-        now: u64,
-        deadline: u64,
-        ts_ms: u64,
+        stamp: Stamp<'_>,
         append: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
         let start = ob.ring.arena_mut().len();
@@ -381,7 +394,10 @@ impl Shared {
         };
         let body_len = ob.ring.arena_mut().len() - start;
         LAST_WAS_LARGE.with(|l| l.set(body_len + tail.len() > LARGE_MESSAGE));
-        let header = Header { ts_ms, entries };
+        let header = Header {
+            ts_ms: stamp.ts_ms,
+            entries,
+        };
         let size = crate::codec::message_len(header, body_len, tail.len());
         if size > config.max_outgoing_message {
             ob.ring.truncate_arena(start);
@@ -393,7 +409,7 @@ impl Shared {
         }
         if ob
             .ring
-            .push_appended(key, header, start, tail, now, deadline)
+            .push_appended(stamp.key, header, start, tail, stamp.now, stamp.deadline)
             .is_err()
         {
             let (queued, bytes) = ob.ring.held();
