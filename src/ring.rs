@@ -747,22 +747,20 @@ impl<H: Copy> Ring<H> {
     pub fn settle(&mut self, batch: &Batch<H>, retain: bool, expired: impl Fn(&Slot<H>) -> bool) {
         let n = batch.slots.len() as u64;
         self.release_in_flight(batch);
-        if batch.is_plain() {
-            // Nothing to retain, nothing expired (the writer said so).
-            debug_assert!(!batch.slots.iter().any(&expired));
-            self.counters.in_flight -= n;
-            self.counters.sent += n;
-            return;
-        }
+        // A plain batch has nothing to retain and nothing expired (the
+        // writer said so): no pass over it.
+        debug_assert!(!batch.is_plain() || !batch.slots.iter().any(&expired));
         let mut n_expired = 0;
-        for slot in batch.slots.iter() {
-            if expired(slot) {
-                n_expired += 1;
-                continue;
-            }
-            if retain && self.owns_key(slot) {
-                let body = &batch.arena[slot.off as usize..(slot.off + slot.len) as usize];
-                self.retain(slot.key, slot.header, body, &slot.tail, slot.born);
+        if !batch.is_plain() {
+            for slot in batch.slots.iter() {
+                if expired(slot) {
+                    n_expired += 1;
+                    continue;
+                }
+                if retain && self.owns_key(slot) {
+                    let body = &batch.arena[slot.off as usize..(slot.off + slot.len) as usize];
+                    self.retain(slot.key, slot.header, body, &slot.tail, slot.born);
+                }
             }
         }
         self.counters.in_flight -= n;
