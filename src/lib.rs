@@ -83,7 +83,8 @@
 //!
 //! * `ring`: the coalescing ring (no tokio inside).
 //! * `codec`: msgpack envelopes and client frames (no tokio inside).
-//! * `sender`: the task that owns the write half.
+//! * `wire`: the write path: one owner of a connection's unwritten bytes.
+//! * `sender`: the task that drains the ring into the wire.
 //! * `decoder`: the task that owns the read half.
 //! * `supervisor`: runs a connection's tasks, reconnects.
 //! * `connection`: TCP, TLS, the websocket upgrade.
@@ -111,6 +112,7 @@ mod shared;
 mod stats;
 mod supervisor;
 mod value;
+mod wire;
 
 pub use client::{encode_message, ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
 pub use config::{

@@ -173,18 +173,15 @@ impl Pacer {
     }
 
     /// Bytes written so far.
+    #[cfg(test)]
     pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
-    /// Sets the total written on the connection (including direct writes).
+    /// Sets the total committed to the connection (written by the sender
+    /// or by publishers directly, or about to be written).
     pub(crate) fn set_written(&mut self, total: u64) {
         self.written = self.written.max(total);
-    }
-
-    /// Records bytes written.
-    pub(crate) fn wrote(&mut self, n: u64) {
-        self.written += n;
     }
 
     /// The server's measured read rate, bytes per second (0 until known).
@@ -257,14 +254,14 @@ impl Pacer {
             .as_nanos() as u64
     }
 
-    /// Whether to append a probe after `pending` more bytes about to be
-    /// written now (`confirm`: reliable events wait for confirmation;
-    /// `urgent`: so many that the probe interval is not waited for); if so,
-    /// the probe is recorded as sent and its offset returned.
+    /// Whether to append a probe now after everything committed up to
+    /// stream offset `offset` (`confirm`: reliable events wait for
+    /// confirmation; `urgent`: so many that the probe interval is not waited
+    /// for); if so, the probe is recorded as sent and its offset returned.
     pub(crate) fn take_probe(
         &mut self,
         now_ns: u64,
-        pending: u64,
+        offset: u64,
         confirm: bool,
         urgent: bool,
     ) -> Option<u64> {
@@ -278,7 +275,7 @@ impl Pacer {
         if self.probe.is_some() || too_soon {
             return None;
         }
-        Some(self.force_probe_after(now_ns, pending))
+        Some(self.force_probe(now_ns, offset))
     }
 
     /// True while a probe is unanswered.
@@ -286,14 +283,10 @@ impl Pacer {
         self.probe.is_some()
     }
 
-    /// Records a probe sent now after everything written (keepalive pings
-    /// are probes too); returns its offset.
-    pub(crate) fn force_probe(&mut self, now_ns: u64) -> u64 {
-        self.force_probe_after(now_ns, 0)
-    }
-
-    fn force_probe_after(&mut self, now_ns: u64, pending: u64) -> u64 {
-        let offset = self.written + pending;
+    /// Records a probe sent now after everything committed up to stream
+    /// offset `offset` (keepalive pings are probes too); returns `offset`.
+    pub(crate) fn force_probe(&mut self, now_ns: u64, offset: u64) -> u64 {
+        self.set_written(offset);
         if self.idle && offset > self.acked {
             // Data goes out into an empty pipe: the next sample starts now.
             self.idle = false;
@@ -380,6 +373,17 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    impl Pacer {
+        /// What the sender does in a round: `n` bytes committed, then a
+        /// probe after them if one is due.
+        fn probe_then_write(&mut self, now_ns: u64, n: u64) -> Option<u64> {
+            let end = self.written + n;
+            let probe = self.take_probe(now_ns, end, false, false);
+            self.set_written(end);
+            probe
+        }
+    }
+
     #[test]
     fn probe_payload_round_trips() {
         assert_eq!(parse_probe(&probe_payload(7, 9)), Some((7, 9)));
@@ -394,13 +398,11 @@ mod tests {
         for i in 0..1000 {
             // A write every 0.1 ms; probes answered 0.2 ms after they leave.
             if p.decide(now) == Decision::Go {
-                if let Some(off) = p.take_probe(now, 100, false, false) {
-                    p.wrote(100);
+                if let Some(off) = p.probe_then_write(now, 100) {
                     now += MS / 5;
                     p.acked(off, now);
                     continue;
                 }
-                p.wrote(100);
             } else if i > 10 {
                 holds_after_warmup += 1;
             }
@@ -418,22 +420,17 @@ mod tests {
     fn a_sample_taken_while_the_producer_was_quiet_does_not_hold_a_fast_server() {
         let mut p = Pacer::new(Some(Pacing::default()));
         // The server reads 1 MB per ms.
-        let off = p.take_probe(0, 1 << 20, false, false).unwrap();
-        p.wrote(1 << 20);
+        let off = p.probe_then_write(0, 1 << 20).unwrap();
         p.acked(off, MS);
-        let off = p.take_probe(MS, 1 << 20, false, false).unwrap();
-        p.wrote(1 << 20);
+        let off = p.probe_then_write(MS, 1 << 20).unwrap();
         p.acked(off, 2 * MS);
         assert!(p.rate_bytes_per_sec() > 5e8, "{}", p.rate_bytes_per_sec());
         // The producer has one event; its pong comes late (a scheduling
         // hiccup): 60 bytes in 2.5 ms is not what the server can read.
-        let off = p.take_probe(2 * MS + MS / 2, 60, false, false).unwrap();
-        p.wrote(60);
+        let off = p.probe_then_write(2 * MS + MS / 2, 60).unwrap();
         p.acked(off, 5 * MS);
         // A burst follows: written at once, not held.
-        p.take_probe(5 * MS + MS / 10, 1 << 20, false, false)
-            .unwrap();
-        p.wrote(1 << 20);
+        p.probe_then_write(5 * MS + MS / 10, 1 << 20).unwrap();
         assert_eq!(p.decide(5 * MS + MS / 5), Decision::Go);
         // A server that really slows down is believed within the window.
         let mut now = 5 * MS + MS / 5;
@@ -441,8 +438,7 @@ mod tests {
         for _ in 0..20 {
             now += 10 * MS;
             p.acked(off, now);
-            off = p.take_probe(now, 6000, false, false).unwrap();
-            p.wrote(6000);
+            off = p.probe_then_write(now, 6000).unwrap();
         }
         assert!(p.rate_bytes_per_sec() < 1e6, "{}", p.rate_bytes_per_sec());
     }
@@ -450,8 +446,7 @@ mod tests {
     #[test]
     fn before_the_rate_is_known_it_is_stop_and_wait() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        p.take_probe(MS, 600, false, false).unwrap();
-        p.wrote(600);
+        p.probe_then_write(MS, 600).unwrap();
         assert!(matches!(p.decide(2 * MS), Decision::Hold { .. }));
     }
 
@@ -460,16 +455,14 @@ mod tests {
         // 10 frames of 60 bytes per round; the server reads 3.6 kB/s.
         let mut p = Pacer::new(Some(Pacing::default()));
         let mut now = MS;
-        let mut off = p.take_probe(now, 600, false, false).unwrap();
-        p.wrote(600);
+        let mut off = p.probe_then_write(now, 600).unwrap();
         for _ in 0..20 {
             // Held until the server has read the round (167 ms later).
             assert!(matches!(p.decide(now + 10 * MS), Decision::Hold { .. }));
             now += 167 * MS;
             p.acked(off, now);
             assert_eq!(p.decide(now), Decision::Go);
-            off = p.take_probe(now, 600, false, false).unwrap();
-            p.wrote(600);
+            off = p.probe_then_write(now, 600).unwrap();
         }
         let rate = p.rate_bytes_per_sec();
         assert!((3000.0..4000.0).contains(&rate), "{rate}");
@@ -478,12 +471,11 @@ mod tests {
     #[test]
     fn a_slow_server_holds_until_it_answers() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        let off = p.take_probe(0, 600, false, false).unwrap();
-        p.wrote(600);
+        let off = p.probe_then_write(0, 600).unwrap();
         assert!(matches!(p.decide(10 * MS), Decision::Hold { .. }));
         assert!(matches!(p.decide(60 * MS), Decision::Hold { .. }));
         // Only one probe at a time.
-        assert_eq!(p.take_probe(61 * MS, 0, false, false), None);
+        assert_eq!(p.take_probe(61 * MS, p.written(), false, false), None);
         p.acked(off, 170 * MS);
         assert_eq!(p.decide(170 * MS), Decision::Go);
         assert_eq!(p.holds, 1);
@@ -497,16 +489,15 @@ mod tests {
             max_pipe_bytes: 1000,
             ..Pacing::default()
         }));
-        p.take_probe(0, 10, false, false).unwrap();
-        p.wrote(5000);
+        p.probe_then_write(0, 10).unwrap();
+        p.set_written(5000);
         assert!(matches!(p.decide(MS), Decision::Hold { .. }));
     }
 
     #[test]
     fn a_server_that_never_pongs_turns_pacing_off() {
         let mut p = Pacer::new(Some(Pacing::default()));
-        p.take_probe(0, 10, false, false).unwrap();
-        p.wrote(10);
+        p.probe_then_write(0, 10).unwrap();
         assert!(matches!(p.decide(100 * MS), Decision::Hold { .. }));
         assert_eq!(p.decide(11_000 * MS), Decision::Go);
         assert!(!p.enabled());
@@ -515,8 +506,8 @@ mod tests {
     #[test]
     fn pacing_off_always_goes() {
         let mut p = Pacer::new(None);
-        p.wrote(1 << 30);
+        p.set_written(1 << 30);
         assert_eq!(p.decide(u64::MAX / 2), Decision::Go);
-        assert_eq!(p.take_probe(0, 0, false, false), None);
+        assert_eq!(p.take_probe(0, p.written(), false, false), None);
     }
 }

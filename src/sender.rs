@@ -13,19 +13,16 @@ use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::clock;
-use crate::codec::{
-    encode_dyn, write_close, write_control, write_frame, Header, MaskRng, Opcode, Payload,
-};
-use crate::connection::WriteHalf;
+use crate::codec::{encode_dyn, Header, Opcode, Payload};
 use crate::event::DynEvent;
 use crate::pacing::{Decision, Pacer};
 use crate::ring::Batch;
 use crate::shared::{ConnCtx, Outbox, Shared};
 use crate::stats::{Counters, LogHistogram};
+use crate::wire::Wire;
 use crate::Value;
 
 /// Why the sender task stopped.
@@ -193,12 +190,12 @@ impl Telemetry {
     }
 }
 
-/// Runs the sender for one connection.
-pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf) -> SenderExit {
+/// Runs the sender for one connection. It holds the connection's wire
+/// except while parked (idle), when the wire waits in the outbox for a
+/// publisher's direct write or for this task to take it back (see `wire`).
+pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> SenderExit {
     let cfg = &shared.config;
     let counters = &shared.counters;
-    let mut buf: Vec<u8> = Vec::with_capacity(cfg.batch_max_bytes + 4096);
-    let mut rng = MaskRng::from_os();
     let mut inflight = InFlight {
         shared: &shared,
         batch: Batch::default(),
@@ -221,8 +218,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
     // Confirmed batches being emptied outside the lock (see
     // `Unconfirmed::confirm`).
     let mut released: Vec<Batch<Header>> = Vec::new();
+    // `Some` while this task holds the wire; `None` while it is parked.
+    let mut held = Some(wire);
 
     // INIT goes first, before anything queued (PROTOCOL.md §5).
+    let mut control_frames = 0usize;
     if let Some(fields) = &cfg.init {
         let init = DynEvent::new("INIT").value(Value::Map(fields.clone()));
         let mut p = Payload::default();
@@ -230,12 +230,16 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             tracing::error!(error = %e, "cannot encode INIT");
         } else {
             p.ts_ms = clock::wall_ms(clock::now_ns());
-            p.write_frame(&mut buf, rng.next_mask());
+            let wire = held.as_mut().expect("held at the start");
+            wire.pending
+                .frame_with(|buf, mask| p.write_frame(buf, mask));
+            control_frames += 1;
         }
     }
-    let mut control_frames = usize::from(!buf.is_empty());
     // When this task last wrote events (not only control frames).
     let mut last_data_ns = 0u64;
+    // A timer asked for a probe while this task waited.
+    let mut probe_wanted = false;
 
     loop {
         if let Some(min) = min_round {
@@ -249,17 +253,42 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             next_round = Instant::now() + min;
         }
 
-        // Pacing: may we write more, or has the server not read enough of
-        // what it has? Control frames go out either way.
+        // Back from parking: take the wire, with whatever a direct write
+        // left unwritten at its front (it goes out before anything else).
+        if held.is_none() {
+            let back = {
+                let mut ob = shared.outbox();
+                ob.sender_idle = false;
+                ob.wire.take_back()
+            };
+            match back {
+                Some(w) => held = Some(w),
+                None => return SenderExit::Cancelled,
+            }
+        }
         let now = clock::now_ns();
-        // Direct writes by `publish` count too (they happen while idle).
-        pacer.set_written(ctx.written_bytes.load(Relaxed));
+        {
+            let wire = held.as_mut().expect("held");
+            if std::mem::take(&mut probe_wanted) {
+                let offset = pacer.force_probe(now, wire.pending.committed());
+                if wire
+                    .pending
+                    .control(Opcode::Ping, &crate::pacing::probe_payload(now, offset))
+                {
+                    control_frames += 1;
+                    Counters::add(&counters.pings_sent, 1);
+                }
+            }
+            // Pacing: may we write more, or has the server not read enough
+            // of what it has? Control frames go out either way.
+            pacer.set_written(wire.pending.committed());
+        }
         pacer.acked(ctx.acked_offset.load(Relaxed), now);
         let decision = pacer.decide(now);
         let hold = matches!(decision, Decision::Hold { .. });
         telemetry.maybe_publish(now, &pacer, &ctx, counters);
 
-        let (pong, close_reply, closing, settled, awaiting, urgent, hold) = {
+        let (pong, close_reply, closing, settled, awaiting, urgent, hold, parked) = {
             let mut ob = shared.outbox();
             let mut settled = inflight.settle(&mut ob);
             // Batches emptied since the last round go back to the pool.
@@ -279,11 +308,6 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             // coalesce, reliable ones meet backpressure).
             let room = ob.unconfirmed.room();
             let hold = hold || room.0 == 0 || room.1 == 0;
-            // The rest of a frame `publish` wrote in part goes first.
-            if !ob.control.raw.is_empty() {
-                buf.extend_from_slice(&ob.control.raw);
-                ob.control.raw.clear();
-            }
             let pong = ob.control.pong.take();
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
@@ -292,13 +316,13 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 // it, in O(1), except right after a reconnect).
                 ob.ring.take_up_to(&mut inflight.batch, room.0, room.1);
             }
-            if buf.is_empty()
+            let parked = held.as_ref().is_some_and(|w| w.pending.is_empty())
                 && inflight.batch.is_empty()
                 && pong.is_none()
                 && close_reply.is_none()
                 && !closing
-                && !hold
-            {
+                && !hold;
+            if parked {
                 ob.sender_idle = true;
                 // Reliable events await confirmation: a pong or the probe
                 // timer wakes this task, so direct writes need not.
@@ -308,81 +332,81 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
                 // probe to confirm a direct write) does not make the next
                 // sparse event wait for this task.
                 ob.idle_since_ns = ob.idle_since_ns.max(last_data_ns);
+                ob.wire.park(held.take().expect("held"));
             }
-            (pong, close_reply, closing, settled, awaiting, urgent, hold)
+            (
+                pong,
+                close_reply,
+                closing,
+                settled,
+                awaiting,
+                urgent,
+                hold,
+                parked,
+            )
         };
         released.iter_mut().for_each(Batch::clear);
         if settled {
             shared.written.notify_waiters();
             shared.room.notify_waiters();
         }
+        let wire = match held.as_mut() {
+            Some(w) if !parked => w,
+            _ => {
+                probe_wanted = match wait(
+                    &shared, &ctx, &mut tick, &mut alive, &pacer, decision, hold, awaiting, urgent,
+                    now,
+                )
+                .await
+                {
+                    Ok(probe) => probe,
+                    Err(exit) => return exit,
+                };
+                continue;
+            }
+        };
         if let Some(p) = pong {
-            write_control(&mut buf, Opcode::Pong, &p, rng.next_mask());
-            control_frames += 1;
+            if wire.pending.control(Opcode::Pong, &p) {
+                control_frames += 1;
+            }
         }
         if hold && awaiting && !pacer.has_probe() {
             // Waiting for confirmations needs a probe in flight to answer.
-            let probe = crate::pacing::probe_payload(now, pacer.force_probe(now));
-            write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
+            let offset = pacer.force_probe(now, wire.pending.committed());
+            wire.pending
+                .control(Opcode::Ping, &crate::pacing::probe_payload(now, offset));
             control_frames += 1;
             Counters::add(&counters.pings_sent, 1);
         }
         if let Some((code, reason)) = close_reply {
-            write_close(&mut buf, code, &reason, rng.next_mask());
-            let n = buf.len();
-            if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
+            let frames = control_frames as u64 + u64::from(wire.pending.close(code, &reason));
+            if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
                 return exit;
             }
-            Counters::add(&counters.bytes_sent, n as u64);
-            Counters::add(&counters.frames_sent, control_frames as u64 + 1);
+            Counters::add(&counters.frames_sent, frames);
             tracing::debug!(code, %reason, "close frame sent in reply");
             return SenderExit::CloseReplied;
         }
-        if inflight.batch.is_empty() && buf.is_empty() {
+        if inflight.batch.is_empty() && wire.pending.is_empty() {
             if closing && !hold {
                 ctx.local_close.store(true, Relaxed);
-                write_close(&mut buf, 1000, "", rng.next_mask());
-                let n = buf.len();
-                if let Err(exit) = write_watched(&mut w, &buf, &mut tick, &mut alive, &ctx).await {
+                let frames = u64::from(wire.pending.close(1000, ""));
+                if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
                     return exit;
                 }
-                Counters::add(&counters.bytes_sent, n as u64);
-                Counters::add(&counters.frames_sent, 1);
+                Counters::add(&counters.frames_sent, frames);
                 return SenderExit::CloseSent;
             }
-            // While holding, wake at least once a second so the telemetry
-            // (and its hold counters) stays current. Reliable events written
-            // since the last probe get one soon (confirmation).
-            let recheck = match decision {
-                Decision::Hold { recheck_ns } => Some(recheck_ns.min(now + 1_000_000_000)),
-                Decision::Go if hold => Some(now + 1_000_000_000),
-                Decision::Go => pacer.probe_due(awaiting, urgent),
+            // Holding (pacing, or the confirmation budget): wait for a pong
+            // or a timer, wire in hand.
+            probe_wanted = match wait(
+                &shared, &ctx, &mut tick, &mut alive, &pacer, decision, hold, awaiting, urgent, now,
+            )
+            .await
+            {
+                Ok(probe) => probe,
+                Err(exit) => return exit,
             };
-            let probe_now = tokio::select! {
-                biased;
-                _ = ctx.cancel.cancelled() => return SenderExit::Cancelled,
-                // A pong: pacing may go on, and confirmations free room.
-                _ = ctx.pong.notified() => false,
-                _ = shared.wake_sender.notified() => false,
-                _ = sleep_until_ns(recheck.unwrap_or(0)), if recheck.is_some() => !hold,
-                _ = tick.tick() => {
-                    if let Some(t) = alive.check(&ctx, false) {
-                        return SenderExit::Keepalive(t);
-                    }
-                    cfg.ping_interval.is_some()
-                }
-            };
-            if probe_now {
-                let now = clock::now_ns();
-                let offset = pacer.force_probe(now);
-                let probe = crate::pacing::probe_payload(now, offset);
-                write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
-                control_frames += 1;
-                Counters::add(&counters.pings_sent, 1);
-            }
-            // Whatever woke us, the lock above decides what to do next; a
-            // stale idle flag only costs a spurious wake-up.
-            shared.outbox().sender_idle = false;
             continue;
         }
 
@@ -391,8 +415,6 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         let now = clock::now_ns();
         clock::resync(now);
         let mut events = 0u64;
-        let mut bytes = 0u64;
-        let mut writes = 0u64;
         let batch = &inflight.batch;
         // Whether every event is reliable and written, and their size: then
         // settling and confirming the batch take no pass over its events.
@@ -406,40 +428,30 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
             plain &= !slot.is_keyed();
             plain_bytes += slot.size();
             telemetry.record(now.saturating_sub(slot.born));
-            write_frame(
-                &mut buf,
-                slot.header,
-                batch.body(slot),
-                &slot.tail,
-                rng.next_mask(),
-            );
+            wire.pending
+                .data_frame(slot.header, batch.body(slot), &slot.tail);
             events += 1;
-            if buf.len() >= cfg.batch_max_bytes {
-                match write_data(&mut w, &mut buf, &mut tick, &mut alive, &ctx, &mut pacer).await {
-                    Ok(n) => (bytes, writes) = (bytes + n, writes + 1),
-                    Err(exit) => return exit,
+            if wire.pending.unwritten() >= cfg.batch_max_bytes {
+                if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
+                    return exit;
                 }
             }
         }
         // A probe after the data: its pong says the server read all of it
         // (pacing, and confirmation of the reliable events written).
-        let end_offset = pacer.written() + buf.len() as u64;
+        let end_offset = wire.pending.committed();
+        pacer.set_written(end_offset);
         let reliable = awaiting || batch.slots().iter().any(|s| !s.is_keyed());
-        if let Some(offset) = pacer.take_probe(now, buf.len() as u64, reliable, urgent) {
+        if let Some(offset) = pacer.take_probe(now, end_offset, reliable, urgent) {
             let probe = crate::pacing::probe_payload(now, offset);
-            write_control(&mut buf, Opcode::Ping, &probe, rng.next_mask());
+            wire.pending.control(Opcode::Ping, &probe);
             control_frames += 1;
             Counters::add(&counters.pings_sent, 1);
         }
-        if !buf.is_empty() {
-            match write_data(&mut w, &mut buf, &mut tick, &mut alive, &ctx, &mut pacer).await {
-                Ok(n) => (bytes, writes) = (bytes + n, writes + 1),
-                Err(exit) => return exit,
-            }
+        if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
+            return exit;
         }
-        Counters::add(&counters.bytes_sent, bytes);
         Counters::add(&counters.frames_sent, events + control_frames as u64);
-        Counters::add(&counters.flushes, writes);
         control_frames = 0;
         if events > 0 {
             last_data_ns = clock::now_ns();
@@ -450,7 +462,46 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, mut w: WriteHalf
         // Settled when the next batch is taken (one lock per round).
         inflight.written_at = Some(now);
         inflight.end_offset = end_offset;
-        tracing::debug!(events, bytes, writes, "batch written");
+        tracing::debug!(events, "batch written");
+    }
+}
+
+/// Waits (parked, or holding the wire while pacing holds) until something
+/// may be done: a wake-up, a pong, a timer. Returns whether a probe is due.
+#[allow(clippy::too_many_arguments)]
+async fn wait(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    tick: &mut Interval,
+    alive: &mut Liveness,
+    pacer: &Pacer,
+    decision: Decision,
+    hold: bool,
+    awaiting: bool,
+    urgent: bool,
+    now: u64,
+) -> Result<bool, SenderExit> {
+    // While holding, wake at least once a second so the telemetry (and its
+    // hold counters) stays current. Reliable events written since the last
+    // probe get one soon (confirmation).
+    let recheck = match decision {
+        Decision::Hold { recheck_ns } => Some(recheck_ns.min(now + 1_000_000_000)),
+        Decision::Go if hold => Some(now + 1_000_000_000),
+        Decision::Go => pacer.probe_due(awaiting, urgent),
+    };
+    tokio::select! {
+        biased;
+        _ = ctx.cancel.cancelled() => Err(SenderExit::Cancelled),
+        // A pong: pacing may go on, and confirmations free room.
+        _ = ctx.pong.notified() => Ok(false),
+        _ = shared.wake_sender.notified() => Ok(false),
+        _ = sleep_until_ns(recheck.unwrap_or(0)), if recheck.is_some() => Ok(!hold),
+        _ = tick.tick() => {
+            if let Some(t) = alive.check(ctx, false) {
+                return Err(SenderExit::Keepalive(t));
+            }
+            Ok(shared.config.ping_interval.is_some())
+        }
     }
 }
 
@@ -459,44 +510,35 @@ async fn sleep_until_ns(at_ns: u64) {
     tokio::time::sleep(Duration::from_nanos(at_ns.saturating_sub(now))).await
 }
 
-/// Writes a buffer of the round's frames ([`write_watched`]), counts it in
-/// the connection's byte offset (pacing and confirmation), and empties it.
-/// Returns the bytes written.
-async fn write_data(
-    w: &mut WriteHalf,
-    buf: &mut Vec<u8>,
+/// Writes everything pending on the wire, watching for cancellation and
+/// keepalive while the socket is blocked, and counts the bytes and writes
+/// that reached the socket.
+async fn write_all(
+    wire: &mut Wire,
     tick: &mut Interval,
     alive: &mut Liveness,
     ctx: &ConnCtx,
-    pacer: &mut Pacer,
-) -> Result<u64, SenderExit> {
-    write_watched(w, buf, tick, alive, ctx).await?;
-    let n = buf.len() as u64;
-    pacer.wrote(n);
-    ctx.written_bytes.fetch_add(n, Relaxed);
-    buf.clear();
-    Ok(n)
+    counters: &Counters,
+) -> Result<(), SenderExit> {
+    let (bytes0, writes0) = (wire.pending.written(), wire.pending.writes());
+    let result = write_pending(wire, tick, alive, ctx).await;
+    Counters::add(&counters.bytes_sent, wire.pending.written() - bytes0);
+    Counters::add(&counters.flushes, wire.pending.writes() - writes0);
+    result
 }
 
-/// Writes all of `buf`, watching for cancellation and keepalive while the
-/// socket is blocked. Each `write` call is cancel-safe (it either wrote
-/// bytes and returned, or wrote nothing).
-async fn write_watched(
-    w: &mut WriteHalf,
-    buf: &[u8],
+async fn write_pending(
+    wire: &mut Wire,
     tick: &mut Interval,
     alive: &mut Liveness,
     ctx: &ConnCtx,
 ) -> Result<(), SenderExit> {
-    let mut off = 0;
-    while off < buf.len() {
+    while !wire.pending.is_empty() {
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return Err(SenderExit::Cancelled),
-            r = w.write(&buf[off..]) => match r {
-                Ok(0) => return Err(SenderExit::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => off += n,
-                Err(e) => return Err(SenderExit::Io(e)),
+            r = wire.write_some() => if let Err(e) = r {
+                return Err(SenderExit::Io(e));
             },
             _ = tick.tick() => {
                 if let Some(t) = alive.check(ctx, true) {
@@ -510,7 +552,7 @@ async fn write_watched(
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return Err(SenderExit::Cancelled),
-            r = w.flush() => return r.map_err(SenderExit::Io),
+            r = wire.flush() => return r.map_err(SenderExit::Io),
             _ = tick.tick() => {
                 if let Some(t) = alive.check(ctx, true) {
                     return Err(SenderExit::Keepalive(t));

@@ -30,6 +30,7 @@ use crate::event::Coalesce;
 use crate::inbound::Inbound;
 use crate::ring::{KeyRef, Ring};
 use crate::stats::{Counters, Stats};
+use crate::wire::{Slot, Wire};
 use crate::ConnectionState;
 
 /// `publish` writes a frame itself (instead of handing it to the sender
@@ -53,17 +54,12 @@ pub(crate) struct Control {
     pub pong: Option<Bytes>,
     /// A close frame to send; after it the sender sends nothing more.
     pub close: Option<(u16, String)>,
-    /// The rest of a frame `publish` wrote only in part: the sender writes
-    /// it before anything else.
-    pub raw: Vec<u8>,
 }
 
-/// What `publish` needs to write a frame itself.
+/// What `publish` needs, besides the parked wire, to write a frame itself
+/// (one per connection over plain TCP).
 pub(crate) struct Direct {
-    pub tcp: std::sync::Arc<tokio::net::TcpStream>,
     pub ctx: std::sync::Arc<ConnCtx>,
-    pub rng: crate::codec::MaskRng,
-    pub buf: Vec<u8>,
     pub batch: crate::ring::Batch<Header>,
     /// When this path last appended a probe ([`clock::now_ns`]; 0: never).
     pub last_probe_ns: u64,
@@ -101,7 +97,10 @@ pub(crate) struct Outbox {
     /// When events were last written, by the sender before it went idle or
     /// by a direct write ([`clock::now_ns`]).
     pub idle_since_ns: u64,
-    /// The current connection's direct-write path (plain TCP only).
+    /// The current connection's wire while the sender is parked (see
+    /// [`crate::wire`]): who may write, and the bytes not yet written.
+    pub wire: Slot<Wire>,
+    /// The current connection's direct-write state (plain TCP only).
     pub direct: Option<Direct>,
     /// Reliable events written and not yet confirmed by the server.
     pub unconfirmed: crate::confirm::Unconfirmed,
@@ -120,8 +119,6 @@ pub(crate) struct ConnCtx {
     pub local_close: AtomicBool,
     /// Stops this connection's tasks.
     pub cancel: CancellationToken,
-    /// Bytes written on this connection (by the sender or directly).
-    pub written_bytes: AtomicU64,
     /// Byte offset confirmed read by the server (from probe pongs).
     pub acked_offset: AtomicU64,
     /// Wakes the sender when a pong arrives (pacing).
@@ -136,7 +133,6 @@ impl ConnCtx {
             paused: AtomicBool::new(false),
             local_close: AtomicBool::new(false),
             cancel,
-            written_bytes: AtomicU64::new(0),
             acked_offset: AtomicU64::new(0),
             pong: tokio::sync::Notify::new(),
         }
@@ -213,6 +209,7 @@ impl Shared {
                 terminal: None,
                 written_through,
                 idle_since_ns: 0,
+                wire: Slot::Gone,
                 direct: None,
                 unconfirmed: crate::confirm::Unconfirmed::new(config.queue),
             }),
@@ -430,12 +427,13 @@ impl Shared {
     /// The direct-write path: when the sender has been idle a while and the
     /// event just queued is the only one, the publishing thread does the
     /// sender's work for it (take, frame, non-blocking write, settle) instead
-    /// of waking the sender's thread (see [`DIRECT_AFTER_IDLE_NS`]). Called
-    /// under the outbox lock, which keeps the sender from writing meanwhile.
+    /// of waking the sender's thread (see [`DIRECT_AFTER_IDLE_NS`]). It
+    /// borrows the wire the parked sender left in the outbox, under the
+    /// outbox lock, so the frame goes behind every byte committed before it
+    /// (see [`crate::wire`]).
     fn try_direct(&self, ob: &mut Outbox, now: u64) -> DirectOutcome {
         if ob.ring.len() != 1
             || !ob.sender_idle
-            || !ob.control.raw.is_empty()
             || now.saturating_sub(ob.idle_since_ns) < DIRECT_AFTER_IDLE_NS
         {
             return DirectOutcome::No;
@@ -443,30 +441,28 @@ impl Shared {
         let ob_armed = ob.sender_armed;
         let Outbox {
             ring,
+            wire,
             direct,
-            control,
             unconfirmed,
             written_through,
             idle_since_ns,
             ..
         } = ob;
-        let Some(d) = direct.as_mut() else {
+        let (Some(d), Some(wire)) = (direct.as_mut(), wire.borrow()) else {
             return DirectOutcome::No;
         };
-        ring.take_all(&mut d.batch);
-        d.buf.clear();
-        for slot in d.batch.slots() {
-            crate::codec::write_frame(
-                &mut d.buf,
-                slot.header,
-                d.batch.body(slot),
-                &slot.tail,
-                d.rng.next_mask(),
-            );
+        // The rest of an earlier partial write is still pending: the
+        // sender, woken for it, writes it and this event after it.
+        if !wire.pending.is_empty() || !wire.has_direct() {
+            return DirectOutcome::No;
         }
-        // Nothing else writes while the sender is idle (checked above, under
-        // the lock we hold), so this is where the data starts.
-        let end_offset = d.ctx.written_bytes.load(Ordering::Relaxed) + d.buf.len() as u64;
+        let mark = wire.pending.mark();
+        ring.take_all(&mut d.batch);
+        for slot in d.batch.slots() {
+            wire.pending
+                .data_frame(slot.header, d.batch.body(slot), &slot.tail);
+        }
+        let end_offset = wire.pending.committed();
         // A reliable event stays unconfirmed until a probe's pong covers it.
         // At sparse rates the probe rides in the same write (no wake-up of
         // the sender); more often than the confirmation interval, the
@@ -476,30 +472,27 @@ impl Shared {
             reliable && now.saturating_sub(d.last_probe_ns) >= crate::pacing::CONFIRM_EVERY_NS;
         if probe {
             let payload = crate::pacing::probe_payload(now, end_offset);
-            crate::codec::write_control(
-                &mut d.buf,
-                crate::codec::Opcode::Ping,
-                &payload,
-                d.rng.next_mask(),
-            );
+            wire.pending.control(crate::codec::Opcode::Ping, &payload);
         }
-        let n = match d.tcp.try_write(&d.buf) {
+        let len = wire.pending.unwritten();
+        let n = match wire.try_write() {
             Ok(n) if n > 0 => n,
             // WouldBlock, or an error the sender will meet: its job then.
             _ => {
+                let taken_back = wire.pending.unappend(mark);
+                debug_assert!(taken_back, "nothing was written");
                 ring.requeue(&mut d.batch);
                 return DirectOutcome::No;
             }
         };
-        let len = d.buf.len();
-        d.ctx.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
         if probe {
             d.last_probe_ns = now;
             d.last_probe_offset = end_offset;
         }
-        // Written (if only in part, the frame is committed to the stream and
-        // the sender writes the rest before anything else): settled as the
-        // sender would, reliable events kept until the server confirms them.
+        // Written (if only in part, the rest stays at the front of the
+        // wire's pending bytes, and the sender writes it before anything
+        // else): settled as the sender would, reliable events kept until
+        // the server confirms them.
         let end = d.batch.end_seq();
         ring.settle(&d.batch, true, |_| false);
         unconfirmed.keep(&mut d.batch, end_offset, |_| true);
@@ -508,13 +501,12 @@ impl Shared {
         // at higher rates the hand-off batches, and `publish` stays cheap.
         *idle_since_ns = now;
         let c = &self.counters;
-        Counters::add(&c.bytes_sent, len as u64);
+        Counters::add(&c.bytes_sent, n as u64);
         Counters::add(&c.frames_sent, 1 + u64::from(probe));
         Counters::add(&c.pings_sent, u64::from(probe));
         Counters::add(&c.flushes, 1);
         Counters::add(&c.direct_writes, 1);
         if n < len {
-            control.raw = d.buf[n..].to_vec();
             return DirectOutcome::WrittenWakeSender;
         }
         // Without a probe of its own, a reliable event is confirmed by the

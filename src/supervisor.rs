@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::codec::MaskRng;
 use crate::connection::{self, Connection, Target};
 use crate::decoder::{self, DecoderExit};
 use crate::error::Disconnect;
 use crate::sender::{self, SenderExit};
 use crate::shared::{ConnCtx, Control, Direct, Outbox, Shared};
 use crate::stats::Counters;
+use crate::wire::{Slot, Wire};
 use crate::ConnectionState;
 
 /// Runs until the client is closed for good.
@@ -162,20 +162,19 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
     {
         let mut ob = shared.outbox();
         // Not idle until the new sender says so: INIT goes first, and only the
-        // sender writes it.
+        // sender writes it. The sender starts with the wire in hand.
         ob.sender_idle = false;
-        ob.direct = conn.direct.map(|tcp| Direct {
-            tcp,
+        ob.wire = Slot::WithSender;
+        ob.direct = conn.direct.is_some().then(|| Direct {
             ctx: ctx.clone(),
-            rng: MaskRng::from_os(),
-            buf: Vec::with_capacity(256),
             batch: Default::default(),
             last_probe_ns: 0,
             last_probe_offset: 0,
         });
     }
+    let wire = Wire::new(conn.write, conn.direct);
     let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));
-    let sender = sender::run(shared.clone(), ctx.clone(), conn.write);
+    let sender = sender::run(shared.clone(), ctx.clone(), wire);
     tokio::pin!(sender);
     let close_timeout = shared.config.close_timeout;
 
@@ -220,11 +219,11 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
     };
     ctx.cancel.cancel();
     {
-        // No more direct writes: the socket is going away, and a partial
-        // frame's rest belongs to this connection's stream only.
+        // No more direct writes: the socket is going away, and what its
+        // wire did not write belongs to this connection's stream only.
         let mut ob = shared.outbox();
         ob.direct = None;
-        ob.control.raw.clear();
+        ob.wire = Slot::Gone;
     }
     // The sender future is dropped here, and with it the write half; its
     // in-flight batch (if any) has gone back to the ring.

@@ -20,6 +20,8 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+#[cfg(test)]
+pub(crate) use frame::unframe;
 pub(crate) use frame::{mask_tail, write_close, write_control, write_header, MaskRng, Opcode};
 pub(crate) use json::json_to_msgpack;
 pub(crate) use read::{decode_value, validate_value, Number, Reader};

@@ -2,6 +2,7 @@
 //! virtualenv on first use), free ports, and time bounds.
 #![allow(dead_code)]
 
+pub mod checker;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
