@@ -329,8 +329,11 @@ impl ClientBuilder {
     }
 
     /// Most distinct coalescing keys remembered. Default: 65 536. When full,
-    /// keys with nothing queued are forgotten (with their last value, which
-    /// is then not restored after a reconnect).
+    /// a new key makes the client forget the key whose value was written
+    /// longest ago and that has nothing queued (with its last value, which
+    /// is then not restored after a reconnect); when every key has a value
+    /// queued, an event with a new key is refused
+    /// ([`PublishError::Full`](crate::PublishError::Full)).
     pub fn max_keys(mut self, n: usize) -> Self {
         self.config.queue.max_keys = n.max(1);
         self

@@ -28,8 +28,12 @@
 //! * **Maximum age.** Every item carries a deadline; the taker checks it when
 //!   it writes, and reports expired items in [`Ring::complete`].
 //! * **Bounds.** At most `max_items` items and `max_bytes` bytes are queued,
-//!   and at most `max_keys` keys are remembered (keys with nothing queued are
-//!   forgotten to make room).
+//!   and at most `max_keys` keys are remembered. To make room for a new key,
+//!   the key whose value was written longest ago and that has nothing queued
+//!   is forgotten, with its retained value (found in amortized O(1), not by
+//!   a scan of the table); when every key has a value queued, a new key is
+//!   refused. A forgotten key's value still being written is not retained
+//!   under its id, which another key may get.
 //!
 //! # Cost
 //!
@@ -45,7 +49,7 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{Equivalent, HashTable};
 use rustc_hash::FxBuildHasher;
 
 /// Limits of a [`Ring`].
@@ -124,6 +128,12 @@ impl Equivalent<OwnedKey> for KeyRef<'_> {
 }
 
 const NO_KEY: u32 = u32::MAX;
+
+#[inline]
+fn hash_key(key: KeyRef<'_>) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one(key)
+}
 
 /// A queued item: where its body is in the arena, plus bookkeeping.
 #[derive(Debug, Clone)]
@@ -300,6 +310,10 @@ struct KeyState<H> {
     pending: u64,
     /// The last value written, kept for state restore after a reconnect.
     last: Option<Retained<H>>,
+    /// The key while the id is given to one (`None`: the id is free).
+    name: Option<OwnedKey>,
+    /// The id is in `Ring::written_keys`.
+    listed: bool,
 }
 
 /// Counters kept by the ring. At every moment
@@ -341,9 +355,16 @@ pub struct Ring<H> {
     head_seq: u64,
     /// Live bytes queued (bodies and tails).
     bytes: usize,
-    index: HashMap<OwnedKey, u32, FxBuildHasher>,
+    /// Key ids, found by the hash of their key (the key itself is stored
+    /// once, in `keys`).
+    index: HashTable<u32>,
     keys: Vec<KeyState<H>>,
     free_keys: Vec<u32>,
+    /// Ids of keys whose value was written (or expired or dropped), least
+    /// recently first, each at most once: the keys forgotten first when
+    /// the table is full. A key with a value queued again is skipped (and
+    /// listed again when that value is written).
+    written_keys: VecDeque<u32>,
     retained_bytes: usize,
     held: Held,
     limits: RingLimits,
@@ -363,9 +384,10 @@ impl<H: Copy> Ring<H> {
             arena: Vec::new(),
             head_seq: FIRST_SEQ,
             bytes: 0,
-            index: HashMap::with_hasher(FxBuildHasher),
+            index: HashTable::new(),
             keys: Vec::new(),
             free_keys: Vec::new(),
+            written_keys: VecDeque::new(),
             retained_bytes: 0,
             held: Held::default(),
             limits,
@@ -499,7 +521,7 @@ impl<H: Copy> Ring<H> {
         }
         let mut existing = None;
         if let Some(k) = key {
-            if let Some(&id) = self.index.get(&k) {
+            if let Some(id) = self.find_key(k) {
                 if let Some(pos) = self.pending_pos(id) {
                     return self.replace(pos, header, start, tail, born, deadline);
                 }
@@ -621,6 +643,9 @@ impl<H: Copy> Ring<H> {
                     self.head_seq += 1;
                     self.bytes -= slot.size();
                     self.counters.dropped += 1;
+                    if self.owns_key(&slot) {
+                        self.note_written(slot.key);
+                    }
                 }
                 None => return false,
             }
@@ -628,12 +653,23 @@ impl<H: Copy> Ring<H> {
         true
     }
 
+    /// The id of `key`, if it has one.
+    #[inline]
+    fn find_key(&self, key: KeyRef<'_>) -> Option<u32> {
+        let keys = &self.keys;
+        self.index
+            .find(hash_key(key), |&id| {
+                keys[id as usize]
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| key.equivalent(n))
+            })
+            .copied()
+    }
+
     fn intern(&mut self, key: KeyRef<'_>) -> Option<u32> {
-        if self.index.len() >= self.limits.max_keys {
-            self.forget_idle_keys();
-            if self.index.len() >= self.limits.max_keys {
-                return None;
-            }
+        if self.index.len() >= self.limits.max_keys && !self.forget_one() {
+            return None;
         }
         let id = match self.free_keys.pop() {
             Some(id) => id,
@@ -642,39 +678,79 @@ impl<H: Copy> Ring<H> {
                     gen: 0,
                     pending: 0,
                     last: None,
+                    name: None,
+                    listed: false,
                 });
                 (self.keys.len() - 1) as u32
             }
         };
         let st = &mut self.keys[id as usize];
+        debug_assert!(st.last.is_none() && st.name.is_none() && !st.listed);
         st.gen = st.gen.wrapping_add(1);
         st.pending = 0;
-        self.index.insert(
-            OwnedKey {
-                etype: key.etype.into(),
-                key: key.key.into(),
-            },
-            id,
-        );
+        st.name = Some(OwnedKey {
+            etype: key.etype.into(),
+            key: key.key.into(),
+        });
+        let keys = &self.keys;
+        self.index.insert_unique(hash_key(key), id, |&i| {
+            let n = keys[i as usize]
+                .name
+                .as_ref()
+                .expect("indexed keys are named");
+            hash_key(KeyRef {
+                etype: &n.etype,
+                key: &n.key,
+            })
+        });
         Some(id)
     }
 
-    /// Forgets every key with nothing queued (and its retained value).
-    fn forget_idle_keys(&mut self) {
-        let idle: Vec<u32> = self
-            .index
-            .values()
-            .copied()
-            .filter(|&id| self.pending_pos(id).is_none())
-            .collect();
-        for id in &idle {
-            if let Some(r) = self.keys[*id as usize].last.take() {
-                self.retained_bytes -= r.body.len() + r.tail.len();
-            }
+    /// Notes that key `id`'s value left the line for good (written,
+    /// expired or dropped): the key may be forgotten when room is needed.
+    #[inline]
+    fn note_written(&mut self, id: u32) {
+        let st = &mut self.keys[id as usize];
+        if !st.listed {
+            st.listed = true;
+            self.written_keys.push_back(id);
         }
-        let idle_set: std::collections::HashSet<u32> = idle.iter().copied().collect();
-        self.index.retain(|_, id| !idle_set.contains(id));
-        self.free_keys.extend(idle);
+    }
+
+    /// Forgets the key whose value was written longest ago and that has
+    /// nothing queued (with its retained value). Amortized O(1): each id
+    /// looked at was listed by a write. Returns false if there is none.
+    fn forget_one(&mut self) -> bool {
+        while let Some(id) = self.written_keys.pop_front() {
+            self.keys[id as usize].listed = false;
+            if self.pending_pos(id).is_some() {
+                // Queued again: listed again once that value is written.
+                continue;
+            }
+            self.forget(id);
+            return true;
+        }
+        false
+    }
+
+    /// Frees key `id`. Its generation moves on, so a value of it still
+    /// being written no longer belongs to it (nor to the next key given the
+    /// id): it is neither retained nor coalesced under the id again.
+    fn forget(&mut self, id: u32) {
+        let st = &mut self.keys[id as usize];
+        st.gen = st.gen.wrapping_add(1);
+        if let Some(r) = st.last.take() {
+            self.retained_bytes -= r.body.len() + r.tail.len();
+        }
+        let name = st.name.take().expect("a key in use");
+        let hash = hash_key(KeyRef {
+            etype: &name.etype,
+            key: &name.key,
+        });
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
+            entry.remove();
+        }
+        self.free_keys.push(id);
     }
 
     /// Takes everything queued, in O(1): the line and its arena are swapped
@@ -753,11 +829,15 @@ impl<H: Copy> Ring<H> {
         let mut n_expired = 0;
         if !batch.is_plain() {
             for slot in batch.slots.iter() {
+                let owned = self.owns_key(slot);
+                if owned {
+                    self.note_written(slot.key);
+                }
                 if expired(slot) {
                     n_expired += 1;
                     continue;
                 }
-                if retain && self.owns_key(slot) {
+                if retain && owned {
                     let body = &batch.arena[slot.off as usize..(slot.off + slot.len) as usize];
                     self.retain(slot.key, slot.header, body, &slot.tail, slot.born);
                 }
@@ -860,7 +940,7 @@ impl<H: Copy> Ring<H> {
     /// as published again.
     pub fn restore(&mut self) -> usize {
         let mut restored: Vec<(u32, u64)> = Vec::new();
-        for &id in self.index.values() {
+        for &id in self.index.iter() {
             if self.pending_pos(id).is_none() {
                 if let Some(r) = &self.keys[id as usize].last {
                     restored.push((id, r.born));

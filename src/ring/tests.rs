@@ -215,7 +215,7 @@ fn restore_puts_last_values_first() {
 }
 
 #[test]
-fn idle_keys_are_forgotten_when_the_table_is_full() {
+fn when_the_table_is_full_the_key_written_longest_ago_is_forgotten() {
     let mut r: Ring<u32> = Ring::new(
         RingLimits {
             max_items: 100,
@@ -226,18 +226,84 @@ fn idle_keys_are_forgotten_when_the_table_is_full() {
     );
     push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
     push(&mut r, k("b"), 2, 4, u64::MAX).unwrap();
+    // Both have a value queued: neither can be forgotten.
     assert_eq!(push(&mut r, k("c"), 3, 4, u64::MAX), Err(Full));
-    // In flight, a and b no longer block their ids...
-    let mut b = Batch::default();
-    r.take_all(&mut b);
+    assert_eq!(deliver(&mut r, 0), vec![1, 2]);
+    // Written: a (written first) makes room for c; b keeps its value.
     push(&mut r, k("c"), 3, 4, u64::MAX).unwrap();
-    assert_eq!(r.key_count(), 1);
-    // ...and their in-flight values are not retained under c's reused id.
-    r.complete(&mut b, true, |_| false);
+    assert_eq!(r.key_count(), 2);
     assert_eq!(deliver(&mut r, 0), vec![3]);
-    assert_eq!(r.restore(), 1);
-    assert_eq!(deliver(&mut r, 0), vec![3]);
+    assert_eq!(r.restore(), 2);
+    assert_eq!(deliver(&mut r, 0), vec![2, 3]);
     check_identity(&r);
+}
+
+#[test]
+fn a_forgotten_keys_value_in_flight_never_comes_back_under_another_key() {
+    // Issue 13, item 3: a key forgotten while its value was being written
+    // had that value retained under its freed id, which the next new key
+    // inherited: after a reconnect the old value was sent again.
+    let mut r: Ring<u32> = Ring::new(
+        RingLimits {
+            max_items: 100,
+            max_bytes: 1000,
+            max_keys: 2,
+        },
+        Overflow::Reject,
+    );
+    push(&mut r, k("a"), 1, 4, u64::MAX).unwrap();
+    push(&mut r, k("b"), 2, 4, u64::MAX).unwrap();
+    assert_eq!(deliver(&mut r, 0), vec![1, 2]);
+    push(&mut r, k("a"), 3, 4, u64::MAX).unwrap();
+    push(&mut r, k("b"), 4, 4, u64::MAX).unwrap();
+    let mut in_flight = Batch::default();
+    r.take_all(&mut in_flight);
+    // A new key while a's and b's values are being written.
+    push(&mut r, k("c"), 5, 4, u64::MAX).unwrap();
+    r.complete(&mut in_flight, true, |_| false);
+    assert_eq!(deliver(&mut r, 0), vec![5]);
+    // Another new key takes the next free id; its first value expires
+    // unwritten, so it has no value to restore.
+    push(&mut r, k("d"), 6, 4, 0).unwrap();
+    assert_eq!(deliver(&mut r, 1), Vec::<u32>::new());
+    let restored = r.restore();
+    let values = deliver(&mut r, 0);
+    assert_eq!(restored, values.len());
+    assert_eq!(
+        values,
+        vec![5],
+        "only the current keys' own values are restored"
+    );
+    check_identity(&r);
+}
+
+#[test]
+fn forgetting_keys_costs_no_scan_of_the_table() {
+    // Issue 14, item 4: a full table of keys with values queued made every
+    // new key scan all of them under the lock. Now a refusal is O(1).
+    let n = 50_000;
+    let mut r: Ring<u32> = Ring::new(
+        RingLimits {
+            max_items: n + 10,
+            max_bytes: 64 * n,
+            max_keys: n,
+        },
+        Overflow::Reject,
+    );
+    let names: Vec<String> = (0..n + 1000).map(|i| format!("k{i}")).collect();
+    for (i, name) in names[..n].iter().enumerate() {
+        push(&mut r, k(name), i as u32, 4, u64::MAX).unwrap();
+    }
+    let start = std::time::Instant::now();
+    for (i, name) in names[n..].iter().enumerate() {
+        assert_eq!(push(&mut r, k(name), i as u32, 4, u64::MAX), Err(Full));
+    }
+    // 1000 refusals; a scan of 50 000 keys each took well over a second.
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
