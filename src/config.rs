@@ -322,7 +322,10 @@ impl ClientBuilder {
 
     /// Most bytes queued for sending. Default: 64 MiB (a few large point
     /// clouds); with `max_queued_events`, this bounds the client's memory
-    /// whatever the producer or the server does.
+    /// whatever the producer or the server does. An event larger than this
+    /// alone is refused at once with
+    /// [`PublishError::LargerThanQueue`](crate::PublishError::LargerThanQueue),
+    /// by `send().await` and `send_blocking` too (it could never fit).
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.config.queue.max_bytes = n.max(1);
         self

@@ -149,6 +149,19 @@ pub enum PublishError {
         /// The limit ([`ClientBuilder::max_outgoing_message`](crate::ClientBuilder::max_outgoing_message)).
         limit: usize,
     },
+    /// The event alone is larger than the outgoing queue's byte bound
+    /// ([`ClientBuilder::max_queued_bytes`](crate::ClientBuilder::max_queued_bytes)):
+    /// it could never be queued, so `send().await` and `send_blocking`
+    /// fail at once instead of waiting for room that never comes.
+    #[error(
+        "event of {size} bytes can never fit in the outgoing queue (max_queued_bytes is {limit})"
+    )]
+    LargerThanQueue {
+        /// The event's size (encoded body and shared tail).
+        size: usize,
+        /// The queue's byte bound.
+        limit: usize,
+    },
     /// The event could not be encoded.
     #[error("cannot encode event: {0}")]
     Encode(#[from] EncodeError),

@@ -404,6 +404,16 @@ impl Shared {
                 limit: config.max_outgoing_message,
             });
         }
+        let queue_limit = ob.ring.limits().max_bytes;
+        if body_len + tail.len() > queue_limit {
+            // It could never fit: refused for good, not "full for now".
+            ob.ring.truncate_arena(start);
+            ob.ring_reject();
+            return Err(PublishError::LargerThanQueue {
+                size: body_len + tail.len(),
+                limit: queue_limit,
+            });
+        }
         if ob
             .ring
             .push_appended(stamp.key, header, start, tail, stamp.now, stamp.deadline)

@@ -576,6 +576,32 @@ async fn oversized_events_are_refused_before_queueing() {
     check_identity(&s);
 }
 
+#[test]
+fn an_event_larger_than_the_queue_fails_at_once_in_every_call() {
+    // Issue 13, item 4: within the message limit but over the queue's byte
+    // bound, it could never fit; `send().await` and `send_blocking` waited
+    // for room forever.
+    let (rt, _server, client) = paused_server_and_client(|b| b.max_queued_bytes(64 << 10));
+    let big = DynEvent::new("BIG")
+        .value(Value::Bin(vec![3; 100 << 10]))
+        .reliable();
+    let expect = |r: Result<(), PublishError>| match r {
+        Err(PublishError::LargerThanQueue { size, limit }) => {
+            assert_eq!(limit, 64 << 10);
+            assert!(size > 100 << 10);
+        }
+        other => panic!("{other:?}"),
+    };
+    expect(client.publish(&big));
+    expect(client.send_blocking(&big));
+    rt.block_on(async {
+        expect(common::bounded(5, client.send(&big)).await);
+    });
+    let s = client.stats();
+    assert_eq!((s.published, s.rejected), (3, 3), "{s:?}");
+    check_identity(&s);
+}
+
 #[tokio::test]
 async fn close_delivers_everything_accepted_then_closes_cleanly() {
     bounded(30, async {
