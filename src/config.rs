@@ -395,17 +395,29 @@ impl ClientBuilder {
         self
     }
 
-    /// Interval between the client's pings (the Vuer server never pings).
-    /// Default: 5 s. `None` sends no pings.
+    /// Interval between the client's pings (the Vuer server never pings):
+    /// one goes out at least this often, with data or alone, so that an
+    /// idle or a busy connection gets pongs, which keepalive counts.
+    /// Default: 5 s. `None` sends no keepalive pings (pacing and
+    /// confirmation still send theirs; without those, keepalive then
+    /// depends on the server sending something).
     pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
         self.config.ping_interval = every;
         self
     }
 
-    /// The connection is declared dead when nothing arrives from the server
-    /// and nothing written is acknowledged by its TCP stack for this long
-    /// (a server shut down with a client connected sends no close frame).
-    /// Default: 15 s (three ping intervals). `None` never times out.
+    /// The connection is declared dead when no frame has arrived from the
+    /// server for this long (a server shut down with a client connected
+    /// sends no close frame; one whose process hangs stops answering the
+    /// client's pings). Only frames count, not acknowledgements by the
+    /// server's TCP stack (its kernel goes on acknowledging for as long as
+    /// its receive buffer has room, which made detection take more than
+    /// twice the timeout), so detection takes this long, checked every
+    /// eighth of it, whatever the send buffer holds; while inbound
+    /// backpressure has paused reading, the timeout does not run. The
+    /// server must answer a ping within it: pacing keeps its backlog far
+    /// shorter, but with pacing off and a slow server, raise it. Default:
+    /// 15 s (three ping intervals). `None` never times out.
     pub fn keepalive_timeout(mut self, t: Option<Duration>) -> Self {
         self.config.keepalive_timeout = t;
         self

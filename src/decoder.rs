@@ -182,6 +182,7 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
             }
             OpCode::Pong => {
                 Counters::add(&shared.counters.pongs_received, 1);
+                ctx.pongs.fetch_add(1, Ordering::Relaxed);
                 // Our pings carry (sent time, byte offset): the pong says
                 // the server has read everything up to that offset.
                 if let Some((sent_ns, offset)) = crate::pacing::parse_probe(&frame.payload) {

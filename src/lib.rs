@@ -119,7 +119,7 @@ pub use config::{
     default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
 };
-pub use connection::socket::{SocketOptions, TcpInfo, DEFAULT_NOTSENT_LOWAT};
+pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};
 pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError};
 pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
 pub use inbound::etype_matches;

@@ -19,29 +19,66 @@
 //! pong proves that the server has read everything up to that offset, and
 //! successive pongs measure the rate at which it reads. While a probe is
 //! unanswered, the sender holds back once the unconfirmed bytes exceed what
-//! the server reads in [`Pacing::max_delay`] at its measured rate (nothing
-//! before the first measurement: stop-and-wait), or the probe is older than
-//! `max_delay`, or more than [`Pacing::max_pipe_bytes`] are unconfirmed.
-//! When the server keeps up, probes come back within a round trip, the
-//! measured rate is high and pacing never holds, at the cost of at most one
-//! 20-byte ping per [`Pacing::probe_interval`].
+//! the server reads in [`Pacing::max_delay`] at its measured rate, or the
+//! probe is older than `max_delay`, or more than [`Pacing::max_pipe_bytes`]
+//! are unconfirmed. When the server keeps up, probes come back within a
+//! round trip, the measured rate is high and pacing never holds, at the cost
+//! of at most one 20-byte ping per [`Pacing::probe_interval`].
 //!
-//! What the kernel reports is still used: `TCP_NOTSENT_LOWAT` keeps our own
-//! unsent queue short, `TCP_INFO`/`SIOCOUTQ` feed the telemetry, and a
-//! server that never answers pings (so its probes time out while TCP shows
-//! it alive) makes pacing switch itself off for that connection rather than
-//! stall the stream.
+//! # Measuring the read rate
+//!
+//! The rate is the bytes confirmed over the time the pipe was *busy* (bytes
+//! written and not yet confirmed), summed over the samples of the last
+//! [`RATE_WINDOW_NS`]: a ratio of sums, not the largest sample. Two kinds
+//! of reader taught this:
+//!
+//! * A reader that reads in bursts, as Python's `websockets` does (its
+//!   transport reads what the kernel has, answers every ping in it, then
+//!   stops reading until the application has drained its queue), answers a
+//!   round of pings within a fraction of a millisecond and the next one
+//!   170 ms later. Believing the largest sample (1.2 MB/s there, for a
+//!   reader of 3.6 kB/s) let the sender write 80 kB before the probe aged
+//!   past `max_delay`, which the reader then took 20 s to work through; in
+//!   1 run of 4 the probe behind it timed out and pacing switched itself
+//!   off (p99 age 11.9 s, growing by a second per second). Summed over the
+//!   busy time, the same samples give 7.6 kB/s, and the sender keeps about
+//!   one round in flight (p99 age about 350 ms).
+//! * A producer that has little to send (app-limited) leaves the pipe empty
+//!   most of the time; counting only busy time keeps its idle gaps from
+//!   passing for a slow server.
+//!
+//! Until it has watched the server read for `max_delay` of busy time, the
+//! sender is stop-and-wait (one round in flight): it does not fill the
+//! socket before it knows the reader. (With 5 ms, the first rounds, which
+//! a bursty reader answers at once, made it believe 142 kB/s and write
+//! 5.5 kB, 1.5 s of that reader's work, before the first slow answer.)
+//!
+//! # When pongs do not come
+//!
+//! A late pong is a slow reader: the sender holds, never switches pacing
+//! off (that turned one late pong into a backlog growing by a second per
+//! second), and keepalive decides whether the server is dead. Two kinds of
+//! connection cannot have pongs at all: while inbound backpressure has
+//! paused reading (they wait unread), and with a server that has answered
+//! no ping since the connection opened, although one has been out for
+//! [`Pacing::probe_timeout`]. For those, the sender counts what the
+//! server's TCP stack acknowledged (the bytes written minus the socket's
+//! send queue) as confirmed, for pacing and for reliable events, until a
+//! pong arrives: the stream goes on, bounded by [`Pacing::max_pipe_bytes`]
+//! and the server's receive buffer rather than by its reading.
 //!
 //! This module is the pacing state machine; it knows nothing of tokio.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Pacing configuration ([`ClientBuilder::pacing`](crate::ClientBuilder::pacing)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
     /// Hold new writes while the oldest unconfirmed probe is older than
-    /// this. It bounds how stale the data in flight can get beyond one
-    /// batch. Default: 50 ms (three frames at 60 Hz).
+    /// this, or the unconfirmed bytes exceed what the server reads in this
+    /// long at its measured rate. It bounds how stale the data in flight
+    /// can get beyond one batch. Default: 50 ms (three frames at 60 Hz).
     pub max_delay: Duration,
     /// Hold new writes while more than this many bytes are unconfirmed,
     /// whatever their age. Default: 4 MiB (room for a large point cloud in
@@ -50,9 +87,11 @@ pub struct Pacing {
     /// Fewest time between probes. Default: 1 ms (at most 1000 pings/s when
     /// the server keeps up; each is 20 bytes on the wire).
     pub probe_interval: Duration,
-    /// If a probe stays unanswered this long while the connection is
-    /// otherwise alive, the server is taken not to answer pings and pacing
-    /// is switched off for the connection (with a warning). Default: 10 s.
+    /// A first probe unanswered this long means a server that does not
+    /// answer pings: for that connection, what its TCP stack acknowledged
+    /// counts as confirmed (see the module documentation). Default: 1 s
+    /// (twenty times `max_delay`; a server that reads at all answers far
+    /// sooner while pacing bounds its backlog).
     pub probe_timeout: Duration,
 }
 
@@ -62,7 +101,7 @@ impl Default for Pacing {
             max_delay: Duration::from_millis(50),
             max_pipe_bytes: 4 << 20,
             probe_interval: Duration::from_millis(1),
-            probe_timeout: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -72,18 +111,30 @@ impl Default for Pacing {
 /// stream (plus a round trip) is written twice.
 const CONFIRM_EVERY: Duration = Duration::from_millis(10);
 
-/// The shortest span of a read-rate sample.
-const MIN_SAMPLE_NS: u64 = 2_000_000;
-/// How long a read-rate sample counts: twice the default `max_delay`.
-const RATE_WINDOW_NS: u64 = 100_000_000;
-/// Samples kept: enough for the window at one sample per `MIN_SAMPLE_NS`.
-const RATE_SAMPLES: usize = (RATE_WINDOW_NS / MIN_SAMPLE_NS) as usize + 1;
+/// How long a read-rate sample counts: ten times the default `max_delay`,
+/// long enough to span a bursty reader's pauses.
+pub(crate) const RATE_WINDOW_NS: u64 = 500_000_000;
+/// Samples kept at most (one per pong; older ones fall out of the sums).
+const RATE_SAMPLES: usize = 256;
 
 /// [`CONFIRM_EVERY`] in nanoseconds.
 pub(crate) const CONFIRM_EVERY_NS: u64 = CONFIRM_EVERY.as_nanos() as u64;
 
-/// Encodes a probe's ping payload: when it was sent and the byte offset it
-/// follows.
+/// A duration in nanoseconds, saturating (a `Duration` can exceed `u64`
+/// nanoseconds).
+#[inline]
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Bytes of a probe's ping frame (header, mask, 16 bytes of payload).
+pub(crate) const PROBE_FRAME_LEN: u64 = 2 + 4 + 16;
+
+/// Encodes a probe's ping payload: when it was sent and the stream offset
+/// just past the ping itself (a pong then confirms everything up to and
+/// including the ping, and no byte of ours stays unconfirmed: with the
+/// offset before the ping, its own 22 bytes always looked unread, which
+/// kept a sender that did not yet know the rate holding for good).
 pub(crate) fn probe_payload(sent_ns: u64, offset: u64) -> [u8; 16] {
     let mut p = [0u8; 16];
     p[..8].copy_from_slice(&sent_ns.to_be_bytes());
@@ -109,27 +160,32 @@ pub(crate) enum Decision {
     Hold { recheck_ns: u64 },
 }
 
+/// One confirmation: when, how many bytes, over how much busy time.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at_ns: u64,
+    bytes: u64,
+    busy_ns: u64,
+}
+
 /// The pacing state of one connection.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     cfg: Option<Pacing>,
-    /// Bytes written on this connection.
+    /// When a probe is late (also with pacing off, for confirmations).
+    probe_timeout_ns: u64,
+    /// Busy time measured before the rate is believed: `max_delay`.
+    min_busy_ns: u64,
+    /// Bytes committed on this connection.
     written: u64,
-    /// Offset confirmed by the latest pong.
+    /// Offset confirmed (by pongs, or by TCP while pongs are late).
     acked: u64,
-    /// Where the current rate sample started: (offset confirmed, when);
-    /// `None` until the first pong.
-    sample_base: Option<(u64, u64)>,
-    /// The pipe was empty after the latest pong: the next sample starts
-    /// when data goes out again, not during the idle time.
-    idle: bool,
-    /// Read-rate samples, bytes per nanosecond, with when they were taken
-    /// (a ring; `n_samples` valid).
-    samples: [(u64, f64); RATE_SAMPLES],
-    n_samples: usize,
-    next_sample: usize,
-    /// The read rate believed now (bytes per nanosecond; 0 until known):
-    /// the largest sample of the last [`RATE_WINDOW_NS`].
+    /// Since when the pipe has held unconfirmed bytes not yet counted in a
+    /// sample (`None` while it is empty).
+    busy_since: Option<u64>,
+    samples: VecDeque<Sample>,
+    /// The read rate believed now (bytes per nanosecond; 0 until
+    /// `min_busy_ns` of busy time was measured).
     rate: f64,
     /// The outstanding probe: (offset it follows, when it was sent).
     probe: Option<(u64, u64)>,
@@ -145,13 +201,12 @@ impl Pacer {
     pub(crate) fn new(cfg: Option<Pacing>) -> Self {
         Pacer {
             cfg,
+            probe_timeout_ns: nanos(cfg.unwrap_or_default().probe_timeout),
+            min_busy_ns: nanos(cfg.unwrap_or_default().max_delay).max(1_000_000),
             written: 0,
             acked: 0,
-            sample_base: None,
-            idle: false,
-            samples: [(0, 0.0); RATE_SAMPLES],
-            n_samples: 0,
-            next_sample: 0,
+            busy_since: None,
+            samples: VecDeque::with_capacity(RATE_SAMPLES),
             rate: 0.0,
             probe: None,
             last_probe_ns: None,
@@ -161,27 +216,27 @@ impl Pacer {
         }
     }
 
-    /// True while pacing is on for this connection.
-    #[cfg(test)]
-    pub(crate) fn enabled(&self) -> bool {
-        self.cfg.is_some()
-    }
-
     /// Bytes written and not yet confirmed read.
     pub(crate) fn in_pipe(&self) -> u64 {
         self.written.saturating_sub(self.acked)
     }
 
-    /// Bytes written so far.
+    /// Bytes committed so far.
     #[cfg(test)]
     pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
-    /// Sets the total committed to the connection (written by the sender
-    /// or by publishers directly, or about to be written).
-    pub(crate) fn set_written(&mut self, total: u64) {
-        self.written = self.written.max(total);
+    /// Sets the total committed to the connection at `now_ns` (written by
+    /// the sender or by publishers directly, or about to be written).
+    pub(crate) fn set_written(&mut self, total: u64, now_ns: u64) {
+        if total > self.written {
+            if self.busy_since.is_none() {
+                // Data goes out into an empty pipe: busy from now.
+                self.busy_since = Some(now_ns);
+            }
+            self.written = total;
+        }
     }
 
     /// The server's measured read rate, bytes per second (0 until known).
@@ -189,38 +244,29 @@ impl Pacer {
         self.rate * 1e9
     }
 
-    /// A pong (seen at `now_ns`) confirmed everything up to `offset`.
-    ///
-    /// Rate samples span at least [`MIN_SAMPLE_NS`] (pongs that come close
-    /// together say little), start when data goes out into an empty pipe
-    /// (idle time is not the server's), and the rate believed is the
-    /// largest of the last [`RATE_WINDOW_NS`]: a sample taken while the
-    /// producer had little to send (app-limited) is low without the server
-    /// being slow, and believing it made the sender hold against a server
-    /// that keeps up (seen as bimodal throughput). A server that really
-    /// slows down is believed within the window, and meanwhile its probes
-    /// age past `max_delay`, which holds the sender anyway.
+    /// Everything up to `offset` is confirmed (seen at `now_ns`): by a
+    /// pong, or by the server's TCP stack while pongs are late.
     pub(crate) fn acked(&mut self, offset: u64, now_ns: u64) {
         let offset = offset.min(self.written);
         if offset > self.acked {
-            self.acked = offset;
-            match self.sample_base {
-                None => self.sample_base = Some((offset, now_ns)),
-                // The first sample is taken as soon as it can be: until
-                // then the sender is stop-and-wait.
-                Some((base, since))
-                    if now_ns > since
-                        && (self.n_samples == 0 || now_ns - since >= MIN_SAMPLE_NS) =>
-                {
-                    let sample = (offset - base) as f64 / (now_ns - since) as f64;
-                    self.samples[self.next_sample] = (now_ns, sample);
-                    self.next_sample = (self.next_sample + 1) % RATE_SAMPLES;
-                    self.n_samples = (self.n_samples + 1).min(RATE_SAMPLES);
-                    self.sample_base = Some((offset, now_ns));
-                }
-                Some(_) => {}
+            let busy_ns = self.busy_since.map_or(0, |t| now_ns.saturating_sub(t));
+            if self.samples.len() == RATE_SAMPLES {
+                self.samples.pop_front();
             }
-            self.idle = self.acked >= self.written;
+            self.samples.push_back(Sample {
+                at_ns: now_ns,
+                bytes: offset - self.acked,
+                busy_ns,
+            });
+            tracing::trace!(
+                bytes = offset - self.acked,
+                busy_us = busy_ns / 1000,
+                in_pipe = self.written - offset,
+                "read-rate sample"
+            );
+            self.acked = offset;
+            // Still busy: the next sample starts now.
+            self.busy_since = (self.written > self.acked).then_some(now_ns);
         }
         self.update_rate(now_ns);
         if let Some((off, _)) = self.probe {
@@ -230,34 +276,45 @@ impl Pacer {
         }
     }
 
-    /// The largest sample of the window (the latest one if none is that
-    /// recent).
+    /// Bytes confirmed over busy time, summed over the window (the rate
+    /// believed so far stays while the window has too little busy time).
     fn update_rate(&mut self, now_ns: u64) {
-        if self.n_samples == 0 {
-            return;
-        }
-        let latest = self.samples[(self.next_sample + RATE_SAMPLES - 1) % RATE_SAMPLES].1;
         let from = now_ns.saturating_sub(RATE_WINDOW_NS);
-        self.rate = self.samples[..self.n_samples]
+        while self.samples.front().is_some_and(|s| s.at_ns < from) {
+            self.samples.pop_front();
+        }
+        let (bytes, busy) = self
+            .samples
             .iter()
-            .filter(|(t, _)| *t >= from)
-            .map(|(_, r)| *r)
-            .fold(latest, f64::max);
+            .fold((0u64, 0u64), |(b, t), s| (b + s.bytes, t + s.busy_ns));
+        if busy >= self.min_busy_ns {
+            self.rate = bytes as f64 / busy as f64;
+        }
     }
 
     /// The least time between probes: pacing's interval, or, with pacing
     /// off, the confirmation interval (probes are then sent only to confirm
-    /// reliable events).
+    /// reliable events and as keepalive pings).
     fn interval_ns(&self) -> u64 {
-        self.cfg
-            .map_or(CONFIRM_EVERY, |c| c.probe_interval)
-            .as_nanos() as u64
+        nanos(self.cfg.map_or(CONFIRM_EVERY, |c| c.probe_interval))
     }
 
-    /// Whether to append a probe now after everything committed up to
-    /// stream offset `offset` (`confirm`: reliable events wait for
-    /// confirmation; `urgent`: so many that the probe interval is not waited
-    /// for); if so, the probe is recorded as sent and its offset returned.
+    /// Whether to append a probe now (`confirm`: reliable events wait for
+    /// confirmation, or a keepalive ping is due; `urgent`: so many that the
+    /// probe interval is not waited for). One is out at a time.
+    pub(crate) fn should_probe(&self, now_ns: u64, confirm: bool, urgent: bool) -> bool {
+        if self.cfg.is_none() && !confirm {
+            return false;
+        }
+        let too_soon = !urgent
+            && self
+                .last_probe_ns
+                .is_some_and(|last| now_ns.saturating_sub(last) < self.interval_ns());
+        self.probe.is_none() && !too_soon
+    }
+
+    /// [`Pacer::should_probe`], and if so [`Pacer::probe_sent`] at `offset`.
+    #[cfg(test)]
     pub(crate) fn take_probe(
         &mut self,
         now_ns: u64,
@@ -265,17 +322,8 @@ impl Pacer {
         confirm: bool,
         urgent: bool,
     ) -> Option<u64> {
-        if self.cfg.is_none() && !confirm {
-            return None;
-        }
-        let too_soon = !urgent
-            && self
-                .last_probe_ns
-                .is_some_and(|last| now_ns.saturating_sub(last) < self.interval_ns());
-        if self.probe.is_some() || too_soon {
-            return None;
-        }
-        Some(self.force_probe(now_ns, offset))
+        self.should_probe(now_ns, confirm, urgent)
+            .then(|| self.probe_sent(now_ns, offset))
     }
 
     /// True while a probe is unanswered.
@@ -283,17 +331,17 @@ impl Pacer {
         self.probe.is_some()
     }
 
-    /// Records a probe sent now after everything committed up to stream
+    /// True when the outstanding probe has waited longer than the probe
+    /// timeout (its pong is late or will never come).
+    pub(crate) fn probe_late(&self, now_ns: u64) -> bool {
+        self.probe
+            .is_some_and(|(_, sent)| now_ns.saturating_sub(sent) > self.probe_timeout_ns)
+    }
+
+    /// Records a probe sent now whose pong confirms everything up to stream
     /// offset `offset` (keepalive pings are probes too); returns `offset`.
-    pub(crate) fn force_probe(&mut self, now_ns: u64, offset: u64) -> u64 {
-        self.set_written(offset);
-        if self.idle && offset > self.acked {
-            // Data goes out into an empty pipe: the next sample starts now.
-            self.idle = false;
-            if self.sample_base.is_some() {
-                self.sample_base = Some((self.acked, now_ns));
-            }
-        }
+    pub(crate) fn probe_sent(&mut self, now_ns: u64, offset: u64) -> u64 {
+        self.set_written(offset, now_ns);
         if self.probe.is_none() {
             self.probe = Some((offset, now_ns));
         }
@@ -313,50 +361,39 @@ impl Pacer {
         Some(self.last_probe_ns.map_or(0, |l| l + self.interval_ns()))
     }
 
-    /// May the sender write now? Switches pacing off when probes time out
-    /// (returns `Go` then).
+    /// May the sender write now? When it must hold and no probe is out,
+    /// it sends one at once (see [`Pacer::has_probe`]): nothing else would
+    /// confirm what is in the pipe.
     pub(crate) fn decide(&mut self, now_ns: u64) -> Decision {
         let Some(cfg) = self.cfg else {
             return Decision::Go;
         };
+        let limit = nanos(cfg.max_delay);
+        // What the server reads in `max_delay` at its measured rate
+        // (nothing before the rate is known: stop-and-wait).
+        self.update_rate(now_ns);
+        let budget = (self.rate * limit as f64) as u64;
+        let in_pipe = self.in_pipe();
+        let over = in_pipe > budget || in_pipe > cfg.max_pipe_bytes;
         let hold = match self.probe {
-            Some((_, sent)) => {
-                let age = now_ns.saturating_sub(sent);
-                if age > cfg.probe_timeout.as_nanos() as u64 {
-                    tracing::warn!(
-                        after = ?cfg.probe_timeout,
-                        "the server does not answer pings; pacing is off for this connection"
-                    );
-                    self.cfg = None;
-                    self.end_hold(now_ns);
-                    return Decision::Go;
-                }
-                let limit = cfg.max_delay.as_nanos() as u64;
-                // What the server reads in `max_delay` at its measured rate.
-                self.update_rate(now_ns);
-                let budget = (self.rate * limit as f64) as u64;
-                let in_pipe = self.in_pipe();
-                age > limit || in_pipe > budget || in_pipe > cfg.max_pipe_bytes
-            }
-            None => false,
+            Some((_, sent)) => over || now_ns.saturating_sub(sent) > limit,
+            // Written since the last pong and not yet probed (the probe
+            // interval had not passed): over the budget, hold too.
+            None => over,
         };
-        match hold {
-            true => {
-                if self.holding_since.is_none() {
-                    self.holding_since = Some(now_ns);
-                    self.holds += 1;
-                }
-                // Re-check at the probe timeout at the latest; a pong wakes
-                // the sender earlier.
-                let (_, sent) = self.probe.expect("holding on a probe");
-                Decision::Hold {
-                    recheck_ns: sent + cfg.probe_timeout.as_nanos() as u64 + 1,
-                }
-            }
-            false => {
-                self.end_hold(now_ns);
-                Decision::Go
-            }
+        if !hold {
+            self.end_hold(now_ns);
+            return Decision::Go;
+        }
+        if self.holding_since.is_none() {
+            self.holding_since = Some(now_ns);
+            self.holds += 1;
+        }
+        // Re-check when the probe becomes late at the latest; a pong wakes
+        // the sender earlier.
+        let sent = self.probe.map_or(now_ns, |(_, sent)| sent);
+        Decision::Hold {
+            recheck_ns: sent.saturating_add(self.probe_timeout_ns).saturating_add(1),
         }
     }
 
@@ -378,9 +415,8 @@ mod tests {
         /// probe after them if one is due.
         fn probe_then_write(&mut self, now_ns: u64, n: u64) -> Option<u64> {
             let end = self.written + n;
-            let probe = self.take_probe(now_ns, end, false, false);
-            self.set_written(end);
-            probe
+            self.set_written(end, now_ns);
+            self.take_probe(now_ns, end, false, false)
         }
     }
 
@@ -395,16 +431,27 @@ mod tests {
         let mut p = Pacer::new(Some(Pacing::default()));
         let mut now = MS;
         let mut holds_after_warmup = 0;
-        for i in 0..1000 {
+        for i in 0..3000 {
             // A write every 0.1 ms; probes answered 0.2 ms after they leave.
-            if p.decide(now) == Decision::Go {
-                if let Some(off) = p.probe_then_write(now, 100) {
-                    now += MS / 5;
+            if let Some((off, sent)) = p.probe {
+                if now >= sent + MS / 5 {
                     p.acked(off, now);
-                    continue;
                 }
-            } else if i > 10 {
-                holds_after_warmup += 1;
+            }
+            match p.decide(now) {
+                Decision::Go => {
+                    p.probe_then_write(now, 100);
+                }
+                Decision::Hold { .. } => {
+                    // What the sender does: a probe, if none is out.
+                    if !p.has_probe() {
+                        p.probe_sent(now, p.written());
+                    }
+                    // Stop-and-wait until 50 ms of busy time was seen.
+                    if i > 1500 {
+                        holds_after_warmup += 1;
+                    }
+                }
             }
             now += MS / 10;
         }
@@ -417,25 +464,29 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_taken_while_the_producer_was_quiet_does_not_hold_a_fast_server() {
+    fn a_quiet_producer_does_not_make_a_fast_server_look_slow() {
         let mut p = Pacer::new(Some(Pacing::default()));
         // The server reads 1 MB per ms.
-        let off = p.probe_then_write(0, 1 << 20).unwrap();
-        p.acked(off, MS);
-        let off = p.probe_then_write(MS, 1 << 20).unwrap();
-        p.acked(off, 2 * MS);
+        let mut now = 0;
+        for _ in 0..60 {
+            let off = p.probe_then_write(now, 1 << 20).unwrap();
+            now += MS;
+            p.acked(off, now);
+        }
         assert!(p.rate_bytes_per_sec() > 5e8, "{}", p.rate_bytes_per_sec());
-        // The producer has one event; its pong comes late (a scheduling
-        // hiccup): 60 bytes in 2.5 ms is not what the server can read.
-        let off = p.probe_then_write(2 * MS + MS / 2, 60).unwrap();
-        p.acked(off, 5 * MS);
+        // 100 ms of nothing, then one event whose pong comes late (a
+        // scheduling hiccup): 60 bytes in 2.5 ms is not what the server
+        // can read, and the idle time is not counted at all.
+        now += 100 * MS;
+        let off = p.probe_then_write(now, 60).unwrap();
+        now += 5 * MS / 2;
+        p.acked(off, now);
         // A burst follows: written at once, not held.
-        p.probe_then_write(5 * MS + MS / 10, 1 << 20).unwrap();
-        assert_eq!(p.decide(5 * MS + MS / 5), Decision::Go);
+        p.probe_then_write(now + MS / 10, 1 << 20).unwrap();
+        assert_eq!(p.decide(now + MS / 5), Decision::Go);
         // A server that really slows down is believed within the window.
-        let mut now = 5 * MS + MS / 5;
         let mut off = p.written();
-        for _ in 0..20 {
+        for _ in 0..60 {
             now += 10 * MS;
             p.acked(off, now);
             off = p.probe_then_write(now, 6000).unwrap();
@@ -469,6 +520,40 @@ mod tests {
     }
 
     #[test]
+    fn a_bursty_reader_is_measured_over_its_pauses() {
+        // Python's `websockets` with max_queue=1, reading 60 messages/s:
+        // a round is answered 0.5 ms after it is written when the reader
+        // had drained its queue, else when it has (170 ms later).
+        let mut p = Pacer::new(Some(Pacing::default()));
+        let mut now = MS;
+        let mut max_in_pipe_on_go = 0;
+        for round in 0..40 {
+            let off = p.probe_then_write(now, 600).unwrap();
+            now += if round % 2 == 0 { MS / 2 } else { 170 * MS };
+            p.acked(off, now);
+            // More rounds go out as long as pacing lets them: those are
+            // what the reader will have queued.
+            let mut extra = 0;
+            while p.decide(now) == Decision::Go && extra < 1000 {
+                max_in_pipe_on_go = max_in_pipe_on_go.max(p.in_pipe());
+                p.probe_then_write(now, 600);
+                extra += 1;
+            }
+            // Whatever went out is read before the next round's pong.
+            now += 170 * MS;
+            let w = p.written();
+            p.acked(w, now);
+        }
+        // The largest sample (600 B in 0.5 ms) would allow 60 kB in flight.
+        assert!(
+            max_in_pipe_on_go <= 1200,
+            "{max_in_pipe_on_go} bytes in flight"
+        );
+        let rate = p.rate_bytes_per_sec();
+        assert!(rate < 10_000.0, "{rate}");
+    }
+
+    #[test]
     fn a_slow_server_holds_until_it_answers() {
         let mut p = Pacer::new(Some(Pacing::default()));
         let off = p.probe_then_write(0, 600).unwrap();
@@ -490,23 +575,31 @@ mod tests {
             ..Pacing::default()
         }));
         p.probe_then_write(0, 10).unwrap();
-        p.set_written(5000);
+        p.set_written(5000, 0);
         assert!(matches!(p.decide(MS), Decision::Hold { .. }));
     }
 
     #[test]
-    fn a_server_that_never_pongs_turns_pacing_off() {
+    fn a_late_probe_is_reported_and_pacing_stays_on() {
+        // Issue 13, items 2 and 10: a probe that timed out switched pacing
+        // off for good and was never cleared.
         let mut p = Pacer::new(Some(Pacing::default()));
         p.probe_then_write(0, 10).unwrap();
         assert!(matches!(p.decide(100 * MS), Decision::Hold { .. }));
+        assert!(!p.probe_late(900 * MS));
+        assert!(p.probe_late(1_100 * MS));
+        assert!(matches!(p.decide(11_000 * MS), Decision::Hold { .. }));
+        // What TCP acknowledged counts instead: the probe is answered.
+        p.acked(10, 11_000 * MS);
+        assert!(!p.has_probe());
         assert_eq!(p.decide(11_000 * MS), Decision::Go);
-        assert!(!p.enabled());
+        assert!(p.take_probe(11_001 * MS, 20, false, false).is_some());
     }
 
     #[test]
     fn pacing_off_always_goes() {
         let mut p = Pacer::new(None);
-        p.set_written(1 << 30);
+        p.set_written(1 << 30, 0);
         assert_eq!(p.decide(u64::MAX / 2), Decision::Go);
         assert_eq!(p.take_probe(0, p.written(), false, false), None);
     }

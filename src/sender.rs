@@ -83,43 +83,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Keepalive: the server is alive if a frame arrived (decoder) or the peer
-/// acknowledged more of our bytes (`TCP_INFO`) within the timeout.
+/// Keepalive: the server is alive while its frames arrive (the decoder
+/// stamps each one; our pings, sent every ping interval, get pongs), or
+/// while we are not reading (inbound backpressure), when its frames wait
+/// unread. Acknowledgements by the server's TCP stack do not count: the
+/// kernel of a server whose process is stuck goes on acknowledging until
+/// its receive buffer is full, which made detection take twice the
+/// timeout and more (35 s for 15 s with a full send buffer). Checked at
+/// an eighth of the timeout, so the peer is declared dead within 1.125
+/// times the setting.
 struct Liveness {
     timeout: Option<Duration>,
-    last_acked: u64,
-    last_ack_ns: u64,
-    /// At the previous check, a write was blocked or bytes waited unsent.
-    backlog: bool,
 }
 
 impl Liveness {
-    /// `blocked`: called while a write is waiting for the socket.
-    fn check(&mut self, ctx: &ConnCtx, blocked: bool) -> Option<Duration> {
+    fn check(&self, ctx: &ConnCtx) -> Option<Duration> {
         let timeout = self.timeout?;
-        let now = clock::now_ns();
-        if let Some(info) = ctx.socket.info() {
-            if info.bytes_acked != self.last_acked {
-                // Acknowledgements show a slow server draining what we
-                // wrote (its pong waits behind that data) only while we had
-                // more to send than it took. Otherwise they may be our own
-                // pings, acknowledged by the kernel of a server whose
-                // application is stuck: then only a frame counts.
-                if self.backlog {
-                    self.last_ack_ns = now;
-                }
-                self.last_acked = info.bytes_acked;
-            }
-            self.backlog = blocked || info.notsent_bytes > 0;
-        }
         if ctx.paused.load(Ordering::Relaxed) {
-            // We stopped reading ourselves (inbound backpressure).
-            self.last_ack_ns = now;
+            // We stopped reading ourselves; the decoder stamps the time it
+            // reads again.
             return None;
         }
-        let last = ctx.last_rx_ns.load(Ordering::Relaxed).max(self.last_ack_ns);
-        (now.saturating_sub(last) > timeout.as_nanos() as u64).then_some(timeout)
+        let now = clock::now_ns();
+        let last = ctx.last_rx_ns.load(Ordering::Relaxed);
+        (now.saturating_sub(last) > crate::pacing::nanos(timeout)).then_some(timeout)
     }
+}
+
+/// How often the sender's timer ticks: often enough to send pings at the
+/// ping interval and to check keepalive at an eighth of its timeout (at
+/// most once a second, at least once a millisecond).
+fn tick_period(ping: Option<Duration>, keepalive: Option<Duration>) -> Duration {
+    [ping, keepalive.map(|k| k / 8)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .clamp(Duration::from_millis(1), Duration::from_secs(1))
 }
 
 fn ticker(every: Duration) -> Interval {
@@ -204,13 +204,17 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
     };
     // Ticks drive pings and keepalive checks; without pings, keepalive is
     // still checked every second.
-    let mut tick = ticker(cfg.ping_interval.unwrap_or(Duration::from_secs(1)));
-    let mut alive = Liveness {
+    let mut tick = ticker(tick_period(cfg.ping_interval, cfg.keepalive_timeout));
+    let alive = Liveness {
         timeout: cfg.keepalive_timeout,
-        last_acked: 0,
-        last_ack_ns: clock::now_ns(),
-        backlog: false,
     };
+    let ping_every = cfg.ping_interval.map(crate::pacing::nanos);
+    // When a ping (every probe is one) was last appended.
+    let mut last_ping_ns = clock::now_ns();
+    // The server has answered no ping on this connection although one has
+    // been out for the probe timeout: then what its TCP stack acknowledged
+    // counts as confirmed (see `pacing`).
+    let mut no_pongs = false;
     let min_round = cfg.max_flush_rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut next_round = Instant::now();
     let mut pacer = Pacer::new(cfg.pacing);
@@ -270,20 +274,40 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         {
             let wire = held.as_mut().expect("held");
             if std::mem::take(&mut probe_wanted) {
-                let offset = pacer.force_probe(now, wire.pending.committed());
-                if wire
-                    .pending
-                    .control(Opcode::Ping, &crate::pacing::probe_payload(now, offset))
-                {
+                if let Some(offset) = wire.pending.probe(now) {
+                    pacer.probe_sent(now, offset);
                     control_frames += 1;
+                    last_ping_ns = now;
                     Counters::add(&counters.pings_sent, 1);
                 }
             }
             // Pacing: may we write more, or has the server not read enough
             // of what it has? Control frames go out either way.
-            pacer.set_written(wire.pending.committed());
+            pacer.set_written(wire.pending.committed(), now);
         }
-        pacer.acked(ctx.acked_offset.load(Relaxed), now);
+        let pong_acked = ctx.acked_offset.load(Relaxed);
+        let ponged = ctx.pongs.load(Relaxed) > 0;
+        if no_pongs && ponged {
+            no_pongs = false;
+            tracing::info!("the server answers pings after all; confirming by its pongs");
+        } else if !no_pongs && !ponged && pacer.probe_late(now) {
+            no_pongs = true;
+            tracing::warn!(
+                after = ?cfg.pacing.unwrap_or_default().probe_timeout,
+                "the server answers no ping; what its TCP stack acknowledges counts as confirmed"
+            );
+        }
+        // Pongs cannot come while we do not read (inbound backpressure), or
+        // from a server that answers none: then what TCP acknowledged
+        // counts (see `pacing`).
+        let tcp_fallback = no_pongs || ctx.paused.load(Relaxed);
+        let acked = match (tcp_fallback, held.as_ref(), ctx.socket.outq()) {
+            (true, Some(w), Some(queued)) => pong_acked
+                .max(w.pending.written().saturating_sub(queued as u64))
+                .min(w.pending.written()),
+            _ => pong_acked,
+        };
+        pacer.acked(acked, now);
         let decision = pacer.decide(now);
         let hold = matches!(decision, Decision::Hold { .. });
         telemetry.maybe_publish(now, &pacer, &ctx, counters);
@@ -295,10 +319,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             ob.unconfirmed.give_back(&mut released);
             // What the server confirmed reading no longer counts against
             // the bounds (its batches are emptied below, outside the lock).
-            if ob
-                .unconfirmed
-                .confirm(ctx.acked_offset.load(Relaxed), &mut released)
-            {
+            if ob.unconfirmed.confirm(acked, &mut released) {
                 settled = true;
             }
             let awaiting = !ob.unconfirmed.is_empty();
@@ -354,8 +375,20 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             Some(w) if !parked => w,
             _ => {
                 probe_wanted = match wait(
-                    &shared, &ctx, &mut tick, &mut alive, &pacer, decision, hold, awaiting, urgent,
-                    now,
+                    &shared,
+                    &ctx,
+                    &mut tick,
+                    &alive,
+                    &pacer,
+                    Waiting {
+                        decision,
+                        hold,
+                        awaiting,
+                        urgent,
+                        now,
+                        ping_due_ns: ping_every.map(|p| last_ping_ns.saturating_add(p)),
+                        tcp_fallback,
+                    },
                 )
                 .await
                 {
@@ -370,17 +403,19 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
                 control_frames += 1;
             }
         }
-        if hold && awaiting && !pacer.has_probe() {
-            // Waiting for confirmations needs a probe in flight to answer.
-            let offset = pacer.force_probe(now, wire.pending.committed());
-            wire.pending
-                .control(Opcode::Ping, &crate::pacing::probe_payload(now, offset));
-            control_frames += 1;
-            Counters::add(&counters.pings_sent, 1);
+        if hold && !pacer.has_probe() {
+            // Waiting for confirmations (pacing, or the confirmation
+            // budget) needs a probe in flight to answer.
+            if let Some(offset) = wire.pending.probe(now) {
+                pacer.probe_sent(now, offset);
+                control_frames += 1;
+                last_ping_ns = now;
+                Counters::add(&counters.pings_sent, 1);
+            }
         }
         if let Some((code, reason)) = close_reply {
             let frames = control_frames as u64 + u64::from(wire.pending.close(code, &reason));
-            if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
+            if let Err(exit) = write_all(wire, &mut tick, &alive, &ctx, counters).await {
                 return exit;
             }
             Counters::add(&counters.frames_sent, frames);
@@ -391,7 +426,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             if closing && !hold {
                 ctx.local_close.store(true, Relaxed);
                 let frames = u64::from(wire.pending.close(1000, ""));
-                if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
+                if let Err(exit) = write_all(wire, &mut tick, &alive, &ctx, counters).await {
                     return exit;
                 }
                 Counters::add(&counters.frames_sent, frames);
@@ -400,7 +435,20 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             // Holding (pacing, or the confirmation budget): wait for a pong
             // or a timer, wire in hand.
             probe_wanted = match wait(
-                &shared, &ctx, &mut tick, &mut alive, &pacer, decision, hold, awaiting, urgent, now,
+                &shared,
+                &ctx,
+                &mut tick,
+                &alive,
+                &pacer,
+                Waiting {
+                    decision,
+                    hold,
+                    awaiting,
+                    urgent,
+                    now,
+                    ping_due_ns: ping_every.map(|p| last_ping_ns.saturating_add(p)),
+                    tcp_fallback,
+                },
             )
             .await
             {
@@ -432,7 +480,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
                 .data_frame(slot.header, batch.body(slot), &slot.tail);
             events += 1;
             if wire.pending.unwritten() >= cfg.batch_max_bytes {
-                if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
+                if let Err(exit) = write_all(wire, &mut tick, &alive, &ctx, counters).await {
                     return exit;
                 }
             }
@@ -440,15 +488,20 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         // A probe after the data: its pong says the server read all of it
         // (pacing, and confirmation of the reliable events written).
         let end_offset = wire.pending.committed();
-        pacer.set_written(end_offset);
+        pacer.set_written(end_offset, now);
+        // Reliable events want confirmation; a stream that never waits
+        // still sends a ping every ping interval (keepalive needs pongs).
         let reliable = awaiting || batch.slots().iter().any(|s| !s.is_keyed());
-        if let Some(offset) = pacer.take_probe(now, end_offset, reliable, urgent) {
-            let probe = crate::pacing::probe_payload(now, offset);
-            wire.pending.control(Opcode::Ping, &probe);
-            control_frames += 1;
-            Counters::add(&counters.pings_sent, 1);
+        let ping_due = ping_every.is_some_and(|p| now.saturating_sub(last_ping_ns) >= p);
+        if pacer.should_probe(now, reliable || ping_due, urgent) {
+            if let Some(offset) = wire.pending.probe(now) {
+                pacer.probe_sent(now, offset);
+                control_frames += 1;
+                last_ping_ns = now;
+                Counters::add(&counters.pings_sent, 1);
+            }
         }
-        if let Err(exit) = write_all(wire, &mut tick, &mut alive, &ctx, counters).await {
+        if let Err(exit) = write_all(wire, &mut tick, &alive, &ctx, counters).await {
             return exit;
         }
         Counters::add(&counters.frames_sent, events + control_frames as u64);
@@ -466,41 +519,58 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
     }
 }
 
-/// Waits (parked, or holding the wire while pacing holds) until something
-/// may be done: a wake-up, a pong, a timer. Returns whether a probe is due.
-#[allow(clippy::too_many_arguments)]
-async fn wait(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    tick: &mut Interval,
-    alive: &mut Liveness,
-    pacer: &Pacer,
+/// What a wait depends on.
+struct Waiting {
     decision: Decision,
     hold: bool,
     awaiting: bool,
     urgent: bool,
     now: u64,
+    /// When the next keepalive ping is due, if pings are on.
+    ping_due_ns: Option<u64>,
+    /// Confirmations come from TCP (pongs late or unread): nothing wakes
+    /// the sender when they do, so it looks often.
+    tcp_fallback: bool,
+}
+
+/// How often a sender that counts on TCP acknowledgements looks at them.
+const TCP_RECHECK_NS: u64 = 10_000_000;
+
+/// Waits (parked, or holding the wire while pacing holds) until something
+/// may be done: a wake-up, a pong, a timer. Returns whether a probe (or
+/// keepalive ping) is due.
+async fn wait(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    tick: &mut Interval,
+    alive: &Liveness,
+    pacer: &Pacer,
+    w: Waiting,
 ) -> Result<bool, SenderExit> {
     // While holding, wake at least once a second so the telemetry (and its
     // hold counters) stays current. Reliable events written since the last
     // probe get one soon (confirmation).
-    let recheck = match decision {
-        Decision::Hold { recheck_ns } => Some(recheck_ns.min(now + 1_000_000_000)),
-        Decision::Go if hold => Some(now + 1_000_000_000),
-        Decision::Go => pacer.probe_due(awaiting, urgent),
+    let second = w.now + 1_000_000_000;
+    let mut recheck = match w.decision {
+        Decision::Hold { recheck_ns } => Some(recheck_ns.min(second)),
+        Decision::Go if w.hold => Some(second),
+        Decision::Go => pacer.probe_due(w.awaiting, w.urgent),
     };
+    if w.tcp_fallback && (w.hold || w.awaiting) {
+        recheck = Some(recheck.map_or(w.now + TCP_RECHECK_NS, |r| r.min(w.now + TCP_RECHECK_NS)));
+    }
     tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => Err(SenderExit::Cancelled),
         // A pong: pacing may go on, and confirmations free room.
         _ = ctx.pong.notified() => Ok(false),
         _ = shared.wake_sender.notified() => Ok(false),
-        _ = sleep_until_ns(recheck.unwrap_or(0)), if recheck.is_some() => Ok(!hold),
+        _ = sleep_until_ns(recheck.unwrap_or(0)), if recheck.is_some() => Ok(!w.hold),
         _ = tick.tick() => {
-            if let Some(t) = alive.check(ctx, false) {
+            if let Some(t) = alive.check(ctx) {
                 return Err(SenderExit::Keepalive(t));
             }
-            Ok(shared.config.ping_interval.is_some())
+            Ok(w.ping_due_ns.is_some_and(|due| clock::now_ns() >= due))
         }
     }
 }
@@ -516,7 +586,7 @@ async fn sleep_until_ns(at_ns: u64) {
 async fn write_all(
     wire: &mut Wire,
     tick: &mut Interval,
-    alive: &mut Liveness,
+    alive: &Liveness,
     ctx: &ConnCtx,
     counters: &Counters,
 ) -> Result<(), SenderExit> {
@@ -530,7 +600,7 @@ async fn write_all(
 async fn write_pending(
     wire: &mut Wire,
     tick: &mut Interval,
-    alive: &mut Liveness,
+    alive: &Liveness,
     ctx: &ConnCtx,
 ) -> Result<(), SenderExit> {
     while !wire.pending.is_empty() {
@@ -541,7 +611,7 @@ async fn write_pending(
                 return Err(SenderExit::Io(e));
             },
             _ = tick.tick() => {
-                if let Some(t) = alive.check(ctx, true) {
+                if let Some(t) = alive.check(ctx) {
                     return Err(SenderExit::Keepalive(t));
                 }
             }
@@ -554,7 +624,7 @@ async fn write_pending(
             _ = ctx.cancel.cancelled() => return Err(SenderExit::Cancelled),
             r = wire.flush() => return r.map_err(SenderExit::Io),
             _ = tick.tick() => {
-                if let Some(t) = alive.check(ctx, true) {
+                if let Some(t) = alive.check(ctx) {
                     return Err(SenderExit::Keepalive(t));
                 }
             }

@@ -121,6 +121,8 @@ pub(crate) struct ConnCtx {
     pub cancel: CancellationToken,
     /// Byte offset confirmed read by the server (from probe pongs).
     pub acked_offset: AtomicU64,
+    /// Pongs received on this connection.
+    pub pongs: AtomicU64,
     /// Wakes the sender when a pong arrives (pacing).
     pub pong: tokio::sync::Notify,
 }
@@ -134,6 +136,7 @@ impl ConnCtx {
             local_close: AtomicBool::new(false),
             cancel,
             acked_offset: AtomicU64::new(0),
+            pongs: AtomicU64::new(0),
             pong: tokio::sync::Notify::new(),
         }
     }
@@ -478,12 +481,10 @@ impl Shared {
         // the sender); more often than the confirmation interval, the
         // sender's timer sends one for the lot.
         let reliable = d.batch.slots().iter().any(|s| !s.is_keyed());
-        let probe =
-            reliable && now.saturating_sub(d.last_probe_ns) >= crate::pacing::CONFIRM_EVERY_NS;
-        if probe {
-            let payload = crate::pacing::probe_payload(now, end_offset);
-            wire.pending.control(crate::codec::Opcode::Ping, &payload);
-        }
+        let probe = (reliable
+            && now.saturating_sub(d.last_probe_ns) >= crate::pacing::CONFIRM_EVERY_NS)
+            .then(|| wire.pending.probe(now))
+            .flatten();
         let len = wire.pending.unwritten();
         let n = match wire.try_write() {
             Ok(n) if n > 0 => n,
@@ -495,9 +496,9 @@ impl Shared {
                 return DirectOutcome::No;
             }
         };
-        if probe {
+        if let Some(offset) = probe {
             d.last_probe_ns = now;
-            d.last_probe_offset = end_offset;
+            d.last_probe_offset = offset;
         }
         // Written (if only in part, the rest stays at the front of the
         // wire's pending bytes, and the sender writes it before anything
@@ -512,8 +513,8 @@ impl Shared {
         *idle_since_ns = now;
         let c = &self.counters;
         Counters::add(&c.bytes_sent, n as u64);
-        Counters::add(&c.frames_sent, 1 + u64::from(probe));
-        Counters::add(&c.pings_sent, u64::from(probe));
+        Counters::add(&c.frames_sent, 1 + u64::from(probe.is_some()));
+        Counters::add(&c.pings_sent, u64::from(probe.is_some()));
         Counters::add(&c.flushes, 1);
         Counters::add(&c.direct_writes, 1);
         if n < len {
@@ -527,7 +528,7 @@ impl Shared {
         // before it notifies, and the sender reads its state under the lock
         // we hold, so one of the two always sees the other.
         if reliable
-            && !probe
+            && probe.is_none()
             && !ob_armed
             && d.ctx.acked_offset.load(Ordering::Relaxed) >= d.last_probe_offset
         {

@@ -143,6 +143,18 @@ impl Pending {
         true
     }
 
+    /// Appends a probe: a ping whose payload says when it was sent and the
+    /// stream offset just past it (see `pacing`). Returns that offset, or
+    /// `None` after a close frame.
+    pub(crate) fn probe(&mut self, sent_ns: u64) -> Option<u64> {
+        let end = self.committed() + crate::pacing::PROBE_FRAME_LEN;
+        if !self.control(Opcode::Ping, &crate::pacing::probe_payload(sent_ns, end)) {
+            return None;
+        }
+        debug_assert_eq!(self.committed(), end);
+        Some(end)
+    }
+
     /// Appends a close frame; nothing can be appended after it. Returns
     /// false if one was appended already.
     pub(crate) fn close(&mut self, code: u16, reason: &str) -> bool {

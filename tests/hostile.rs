@@ -988,6 +988,52 @@ async fn backpressure_stops_reading_and_resumes_without_a_keepalive_timeout() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_does_not_stall_the_outgoing_stream() {
+    // Issue 13, item 2: with reading paused, the pongs that confirm
+    // reliable events wait unread; once the confirmation budget (here 300
+    // events) was full, the client stopped writing while still
+    // `connected`. Now what the server's TCP stack acknowledged counts.
+    bounded(60, async {
+        let (server, mut client) = start_with(|b| {
+            b.inbound_policy(InboundPolicy::Backpressure)
+                .inbound_limits(4, 1 << 20)
+                .max_queued_events(300)
+        })
+        .await;
+        server.send_raw(flood(200, "BP", 0));
+        let t = Instant::now();
+        while client.stats().inbound_queued < 4 {
+            assert!(t.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        const N: u64 = 3_000;
+        for i in 0..N {
+            let ev = DynEvent::new("OUT").value(Value::from(i)).reliable();
+            client.send(&ev).await.unwrap();
+        }
+        assert!(
+            server
+                .wait_until(|s| s.events > N, Duration::from_secs(20))
+                .await,
+            "the server got {} of {N} while the client's reading was paused: {:?}",
+            server.stats().events.saturating_sub(1),
+            client.stats()
+        );
+        let s = client.stats();
+        assert!(client.is_connected());
+        assert_eq!(s.inbound_dropped, 0);
+        assert!(s.received <= 5, "reading stayed paused: {s:?}");
+        // The application reads again: everything inbound arrives too.
+        for i in 0..200u64 {
+            let ev = client.recv_timeout(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(ev.data().unwrap()["i"], Value::from(i));
+        }
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
 /// CPU time used by this process's threads whose name starts with `prefix`.
 fn thread_cpu(prefix: &str) -> Duration {
     let tick = 100.0; // USER_HZ

@@ -983,6 +983,68 @@ async fn a_frozen_server_is_found_by_an_idle_client() {
     .await;
 }
 
+/// A peer that is not this crate and never answers a ping: Python's
+/// `websockets` with its pongs dropped (tests/py/slow_reader.py), reading
+/// as fast as it can and sending nothing. Issue 13, item 2: the first probe
+/// was never cleared, the confirmation budget filled, and the client stayed
+/// `connected` with nothing moving. Now the stream goes on (what the
+/// server's TCP stack acknowledges counts) until keepalive, which counts
+/// frames only, declares the peer dead, within its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_pings_neither_stalls_nor_stays_connected() {
+    let _serial = serial().await;
+    let _py = common::python_lock().await;
+    bounded(60, async {
+        const KEEPALIVE: Duration = Duration::from_secs(2);
+        let port = common::free_port();
+        let reader = common::PyServer::run_plain("slow_reader.py", &["100000", "nopong"], port).await;
+        let client = VuerClient::builder()
+            .uri(reader.uri())
+            .max_queued_events(200)
+            .keepalive_timeout(Some(KEEPALIVE))
+            .reconnect(None)
+            .connect()
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let p = client.publisher();
+        let producer = std::thread::spawn(move || {
+            let mut i = 0i64;
+            while p.send_blocking(&cmd(i)).is_ok() {
+                i += 1;
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            i
+        });
+        let reason = loop {
+            if let ConnectionState::Closed(r) = client.state() {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let found = t.elapsed();
+        let accepted = producer.join().unwrap();
+        let s = client.stats();
+        eprintln!(
+            "no pongs: {} sent ({accepted} accepted) before keepalive ended it after {found:?}; pongs {}",
+            s.sent, s.pongs_received
+        );
+        assert_eq!(reason, Disconnect::KeepaliveTimeout(KEEPALIVE));
+        assert!(
+            found <= KEEPALIVE + KEEPALIVE / 8 + Duration::from_millis(300),
+            "found after {found:?}"
+        );
+        assert_eq!(s.pongs_received, 0);
+        assert!(
+            s.sent > 1_000,
+            "the stream stalled at the confirmation budget: {s:?}"
+        );
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Reconnect options.
 

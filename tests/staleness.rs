@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use common::{bounded, PyServer};
 use vuer_client::server::{EventHook, LocalServer, Received, ServerOptions};
 use vuer_client::{DynEvent, Value, VuerClient};
 
@@ -170,6 +170,59 @@ async fn ages_stay_bounded_through_a_bandwidth_limited_link() {
         assert!(late <= 2.0 * early, "ages grow: {early} ms then {late} ms");
         assert!(late <= 1000.0, "p99 age {late} ms");
         assert_eq!(s.published, s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending);
+        client.close().await.ok();
+    })
+    .await;
+}
+
+/// The same against a reader that is not this crate: Python's `websockets`
+/// (tests/py/slow_reader.py) reading 60 messages/s with `max_queue=1`. It
+/// answers a round of pings as soon as its transport reads it, then stops
+/// reading until its application has drained its queue: its answers come
+/// in bursts, which once made pacing believe a fast reader, fill the
+/// socket, and then switch itself off (issue 13, item 10: p99 ages of
+/// 11.9 s, growing by a second per second). The reader reports the age of
+/// what it read each second (its clock minus the value's `t_ns`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ages_stay_bounded_and_flat_against_python_websockets_reading_60_messages_per_second() {
+    let _py = common::python_lock().await;
+    bounded(90, async {
+        let port = common::free_port();
+        let mut reader = PyServer::run_plain("slow_reader.py", &["60"], port).await;
+        let client = VuerClient::connect(&reader.uri()).await.unwrap();
+        let p = client.publisher();
+        let secs = 8;
+        let producer = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut i = 0u64;
+            while start.elapsed() < Duration::from_secs(secs) {
+                for k in 0..10 {
+                    let t_ns = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64;
+                    let v = Value::map([("t_ns", t_ns.into()), ("i", i.into())]);
+                    p.publish(&DynEvent::new("POSE").key(format!("joint/{k}")).value(v))
+                        .expect("keyed publish never fails");
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        let lines = reader
+            .collect(secs as usize - 1, |l| l["kind"] == "age", Duration::from_secs(secs + 10))
+            .await;
+        producer.join().unwrap();
+        let p99s: Vec<f64> = lines.iter().map(|l| l["p99_ms"].as_f64().unwrap()).collect();
+        let s = client.stats();
+        eprintln!(
+            "python websockets, 60 msg/s: p99 age per second {p99s:.0?} ms; sent {}, coalesced {}, holds {}, measured read rate {:.0} B/s",
+            s.sent, s.coalesced, s.pacing_holds, s.server_read_rate
+        );
+        assert!(
+            p99s.iter().all(|p| *p <= 500.0),
+            "p99 age over 500 ms in some second: {p99s:?}"
+        );
         client.close().await.ok();
     })
     .await;

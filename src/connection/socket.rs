@@ -30,10 +30,12 @@ impl Default for SocketOptions {
     }
 }
 
-/// What the kernel reports about a TCP connection (the fields this crate
-/// uses from `struct tcp_info`).
+/// What the kernel reports about a TCP connection (the fields the tests
+/// look at from `struct tcp_info`). The client itself reads only the send
+/// queue (`SIOCOUTQ`): keepalive counts frames, not acknowledgements.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpInfo {
+pub(crate) struct TcpInfo {
     /// Smoothed round-trip time, microseconds.
     pub rtt_us: u32,
     /// Segments sent and not yet acknowledged.
@@ -57,7 +59,7 @@ pub(crate) struct SocketHandle {
     fd: std::os::fd::RawFd,
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(test, target_os = "linux"))]
 #[repr(C)]
 #[derive(Default)]
 struct RawTcpInfo {
@@ -181,6 +183,7 @@ impl SocketHandle {
     }
 
     /// Reads `TCP_INFO`.
+    #[cfg(test)]
     pub(crate) fn info(&self) -> Option<TcpInfo> {
         #[cfg(target_os = "linux")]
         {

@@ -170,6 +170,16 @@ impl PyServer {
         Self::spawn(cmd, port).await
     }
 
+    /// Runs a script of `tests/py` that prints `{"kind": "ready"}` itself
+    /// once it listens (not a vuer app), with `port` as its first argument.
+    pub async fn run_plain(script: &str, args: &[&str], port: u16) -> PyServer {
+        let mut cmd = Command::new(python());
+        cmd.arg(repo().join("tests/py").join(script))
+            .arg(port.to_string())
+            .args(args);
+        Self::spawn(cmd, port).await
+    }
+
     async fn spawn(mut cmd: Command, port: u16) -> PyServer {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::null())
