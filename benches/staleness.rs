@@ -132,7 +132,8 @@ async fn ours(kind: Peer, secs: u64, keyed: bool, pacing: Option<Pacing>) -> Vec
             for k in &keys {
                 let mut ev = DynEvent::new("POSE")
                     .key(k.as_str())
-                    .value(Value::from([i as f32, 0.5, 0.0]));
+                    .value(Value::from([i as f32, 0.5, 0.0]))
+                    .latest();
                 if !keyed {
                     ev = ev.reliable();
                 }

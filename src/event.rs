@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::error::{DecodeError, EncodeError};
 use crate::Value;
 
-/// How an outgoing event is queued.
+/// How an outgoing event is queued. Events are delivered reliably
+/// ([`Coalesce::Never`]) unless they ask for latest-value-wins: nothing is
+/// dropped that the application did not ask to coalesce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coalesce<'a> {
     /// Latest value wins per event type: a newer event of the same `etype`
@@ -30,16 +32,20 @@ pub enum Coalesce<'a> {
 /// the event's `value` (structs become msgpack maps, `f32` stays `f32`,
 /// `serde_bytes` become `bin`). A default value is simply `Default`.
 ///
-/// By default an event coalesces per `etype` (or per `(etype, key)` when
-/// [`Event::key`] returns a key): when the link is slower than the producer,
-/// only the newest value of each key is sent. Return [`Coalesce::Never`] from
-/// [`Event::coalesce`] (or wrap the event in [`Reliable`]) to send every one.
+/// By default every event is delivered (reliably, in order), as Python's
+/// client does. A stream of states where only the newest matters (a pose,
+/// joint angles, a camera) opts in to **latest value wins**: override
+/// [`Event::coalesce`] (per `etype`, or per a key of your choice), or wrap
+/// the event in [`Latest`] (per `(etype, key)`). When the link is slower
+/// than the producer, only the newest value of each key is then sent, and
+/// every superseded one is counted ([`Stats::coalesced`](crate::Stats::coalesced)).
 ///
 /// ```
 /// use serde::Serialize;
-/// use vuer_client::Event;
+/// use vuer_client::{Coalesce, Event};
 ///
-/// /// `class SetPosition(ClientEvent): etype = "SET_POSITION"; value = [0, 0, 0]`
+/// /// `class SetPosition(ClientEvent): etype = "SET_POSITION"; value = [0, 0, 0]`:
+/// /// every one is delivered.
 /// #[derive(Serialize, Default)]
 /// struct SetPosition([f32; 3]);
 ///
@@ -47,7 +53,7 @@ pub enum Coalesce<'a> {
 ///     const ETYPE: &'static str = "SET_POSITION";
 /// }
 ///
-/// /// A hand pose, coalesced per hand.
+/// /// A hand pose: a stream, the newest per hand wins.
 /// #[derive(Serialize)]
 /// struct HandMove {
 ///     #[serde(skip)]
@@ -60,6 +66,9 @@ pub enum Coalesce<'a> {
 ///     fn key(&self) -> Option<&str> {
 ///         Some(self.hand)
 ///     }
+///     fn coalesce(&self) -> Coalesce<'_> {
+///         Coalesce::Key(self.hand)
+///     }
 /// }
 /// # let _ = SetPosition::default();
 /// ```
@@ -68,18 +77,17 @@ pub trait Event: Serialize {
     const ETYPE: &'static str;
 
     /// A top-level `key` sent beside `value` (Vuer's component key, e.g.
-    /// `"defaultCamera"`). Default: none.
+    /// `"defaultCamera"`). Default: none. It does not make the event
+    /// coalesce by itself (see [`Event::coalesce`]).
     fn key(&self) -> Option<&str> {
         None
     }
 
-    /// How the event is queued. Default: per `(etype, key)` when
-    /// [`Event::key`] is set, else per `etype`.
+    /// How the event is queued. Default: [`Coalesce::Never`], every event
+    /// delivered. Return [`Coalesce::Etype`] or [`Coalesce::Key`] for a
+    /// latest-value-wins stream (or wrap the event in [`Latest`]).
     fn coalesce(&self) -> Coalesce<'_> {
-        match self.key() {
-            Some(k) => Coalesce::Key(k),
-            None => Coalesce::Etype,
-        }
+        Coalesce::Never
     }
 
     /// An explicit `ts` in milliseconds since the Unix epoch. Default: the
@@ -96,13 +104,15 @@ pub trait Event: Serialize {
     }
 }
 
-/// Wraps an event so that it is delivered reliably (never coalesced).
+/// Wraps an event so that it is delivered reliably (never coalesced), for a
+/// type that coalesces by default.
 ///
 /// ```
 /// # use serde::Serialize;
-/// # use vuer_client::{Event, Reliable};
-/// # #[derive(Serialize)] struct Click; impl Event for Click { const ETYPE: &'static str = "CLICK"; }
-/// let ev = Reliable(Click);
+/// # use vuer_client::{Coalesce, Event, Reliable};
+/// # #[derive(Serialize)] struct Pose([f32; 3]);
+/// # impl Event for Pose { const ETYPE: &'static str = "POSE"; fn coalesce(&self) -> Coalesce<'_> { Coalesce::Etype } }
+/// let last_pose_before_stop = Reliable(Pose([0.0, 0.5, 0.0]));
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Reliable<E>(pub E);
@@ -129,6 +139,45 @@ impl<E: Event> Event for Reliable<E> {
     }
 }
 
+/// Wraps an event so that it coalesces: latest value wins per `(etype,
+/// key)` (per `etype` when it has no key). For streams of states where a
+/// stale value is worse than a dropped one.
+///
+/// ```
+/// # use serde::Serialize;
+/// # use vuer_client::{Event, Latest};
+/// # #[derive(Serialize)] struct SetPosition([f32; 3]);
+/// # impl Event for SetPosition { const ETYPE: &'static str = "SET_POSITION"; }
+/// let pose = Latest(SetPosition([0.0, 0.5, 0.0]));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latest<E>(pub E);
+
+impl<E: Event> Serialize for Latest<E> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<E: Event> Event for Latest<E> {
+    const ETYPE: &'static str = E::ETYPE;
+    fn key(&self) -> Option<&str> {
+        self.0.key()
+    }
+    fn coalesce(&self) -> Coalesce<'_> {
+        match self.0.key() {
+            Some(k) => Coalesce::Key(k),
+            None => Coalesce::Etype,
+        }
+    }
+    fn ts(&self) -> Option<u64> {
+        self.0.ts()
+    }
+    fn max_age(&self) -> Option<Duration> {
+        self.0.max_age()
+    }
+}
+
 /// An event whose type is chosen at run time: the counterpart of
 /// `ClientEvent(etype=..., key=..., value=...)`.
 ///
@@ -137,11 +186,14 @@ impl<E: Event> Event for Reliable<E> {
 ///
 /// ```
 /// use vuer_client::{DynEvent, Value};
-/// let ev = DynEvent::new("CAMERA_MOVE")
+/// // Delivered, every one (the default).
+/// let click = DynEvent::new("CLICK").value(Value::map([("button", 0.into())]));
+/// // A stream: the newest camera pose per (etype, key) wins.
+/// let camera = DynEvent::new("CAMERA_MOVE")
 ///     .key("defaultCamera")
-///     .value(Value::map([("camera", Value::map([("fov", 50.into())]))]));
-/// let reliable = DynEvent::new("CLICK").reliable();
-/// # let _ = (ev, reliable);
+///     .value(Value::map([("camera", Value::map([("fov", 50.into())]))]))
+///     .latest();
+/// # let _ = (click, camera);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynEvent {
@@ -150,7 +202,8 @@ pub struct DynEvent {
     pub(crate) extras: Vec<(String, Value)>,
     pub(crate) value: DynValue,
     pub(crate) ts: Option<u64>,
-    pub(crate) reliable: bool,
+    /// Latest value wins (else delivered reliably).
+    pub(crate) latest: bool,
     pub(crate) coalesce_key: Option<String>,
     pub(crate) max_age: Option<Duration>,
 }
@@ -171,7 +224,7 @@ impl DynEvent {
             extras: Vec::new(),
             value: DynValue::Value(Value::Nil),
             ts: None,
-            reliable: false,
+            latest: false,
             coalesce_key: None,
             max_age: None,
         }
@@ -200,7 +253,8 @@ impl DynEvent {
         Ok(self)
     }
 
-    /// Sets the top-level `key` (and coalesces per `(etype, key)`).
+    /// Sets the top-level `key` (Vuer's component key). With
+    /// [`latest`](Self::latest), the event coalesces per `(etype, key)`.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
@@ -224,14 +278,26 @@ impl DynEvent {
         self
     }
 
-    /// Delivers this event reliably (never coalesced).
+    /// Delivers this event reliably, never coalesced: the default; it
+    /// undoes [`latest`](Self::latest) and [`coalesce_on`](Self::coalesce_on).
     pub fn reliable(mut self) -> Self {
-        self.reliable = true;
+        self.latest = false;
+        self.coalesce_key = None;
         self
     }
 
-    /// Coalesces on `key` (per etype) instead of the top-level `key`.
+    /// Latest value wins: a newer event of the same `(etype, key)` (of the
+    /// same etype when there is no key) replaces this one while it is
+    /// queued. For streams of states (poses, joint angles, cameras).
+    pub fn latest(mut self) -> Self {
+        self.latest = true;
+        self
+    }
+
+    /// Latest value wins per `(etype, key)` with this key instead of the
+    /// top-level `key` (which stays as it is on the wire).
     pub fn coalesce_on(mut self, key: impl Into<String>) -> Self {
+        self.latest = true;
         self.coalesce_key = Some(key.into());
         self
     }
@@ -248,7 +314,7 @@ impl DynEvent {
     }
 
     pub(crate) fn coalesce(&self) -> Coalesce<'_> {
-        if self.reliable {
+        if !self.latest {
             Coalesce::Never
         } else if let Some(k) = &self.coalesce_key {
             Coalesce::Key(k)
@@ -279,7 +345,8 @@ pub struct RawEvent {
     pub(crate) bytes: Bytes,
     pub(crate) etype: Range<usize>,
     pub(crate) key: Option<Range<usize>>,
-    pub(crate) reliable: bool,
+    /// Latest value wins (else delivered reliably).
+    pub(crate) latest: bool,
 }
 
 impl RawEvent {
@@ -291,13 +358,20 @@ impl RawEvent {
             etype: env.etype,
             key: env.key,
             bytes,
-            reliable: false,
+            latest: false,
         })
     }
 
-    /// Delivers this message reliably (never coalesced).
+    /// Delivers this message reliably, never coalesced: the default; it
+    /// undoes [`latest`](Self::latest).
     pub fn reliable(mut self) -> Self {
-        self.reliable = true;
+        self.latest = false;
+        self
+    }
+
+    /// Latest value wins per `(etype, key)` (per etype without a key).
+    pub fn latest(mut self) -> Self {
+        self.latest = true;
         self
     }
 
@@ -319,7 +393,7 @@ impl RawEvent {
     }
 
     pub(crate) fn coalesce(&self) -> Coalesce<'_> {
-        if self.reliable {
+        if !self.latest {
             Coalesce::Never
         } else if let Some(k) = self.key() {
             Coalesce::Key(k)

@@ -4,10 +4,13 @@
 //! servers, wire-compatible with vuer 0.1.6, for robotics control loops that
 //! stream poses at 60 Hz and far above.
 //!
-//! * **Latest value wins.** Events are keyed (by `etype`, or `etype` plus
-//!   `key`) unless sent reliably: when the link or the server is slower than
-//!   the producer, only the newest value of each key is sent, and every
-//!   superseded value is counted ([`Stats::coalesced`]).
+//! * **Every event delivered, or latest value wins: the event says which.**
+//!   By default every event is delivered, in order. A stream of states
+//!   opts in to latest-value-wins per key ([`Latest`],
+//!   [`DynEvent::latest`], or an [`Event`] whose `coalesce()` says so):
+//!   when the link or the server is slower than the producer, only the
+//!   newest value of each key is sent, and every superseded value is
+//!   counted ([`Stats::coalesced`]).
 //! * **Bounded.** The outgoing ring and the inbound queues are bounded in
 //!   events and bytes; memory does not grow whatever the producer or the
 //!   server does.
@@ -60,6 +63,10 @@
 //!
 //! ## Delivery semantics
 //!
+//! * **What is delivered** is decided by the event, not by the call:
+//!   `publish`, `publish_many`, `send().await` and `send_blocking` differ
+//!   only in what they do when the queue is full. Nothing is coalesced
+//!   unless the event asks for it ([`Coalesce`]).
 //! * **Ordering.** Events leave in the order they entered the outgoing
 //!   queue. A keyed event that replaces a queued one takes that one's place
 //!   in line, so per key, values are sent in the order published (only the
@@ -121,7 +128,7 @@ pub use config::{
 };
 pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};
 pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError};
-pub use event::{Coalesce, DynEvent, Event, RawEvent, Reliable, ServerEvent};
+pub use event::{Coalesce, DynEvent, Event, Latest, RawEvent, Reliable, ServerEvent};
 pub use inbound::etype_matches;
 pub use pacing::Pacing;
 pub use ring::Overflow;

@@ -10,8 +10,8 @@ use common::bounded;
 use serde::Serialize;
 use vuer_client::server::{LocalServer, ServerOptions};
 use vuer_client::{
-    Coalesce, ConnectError, ConnectionState, Disconnect, DynEvent, Event, PublishError, Value,
-    VuerClient,
+    Coalesce, ConnectError, ConnectionState, Disconnect, DynEvent, Event, Latest, PublishError,
+    Value, VuerClient,
 };
 
 #[derive(Serialize)]
@@ -348,7 +348,7 @@ async fn publish_many_queues_a_batch_in_order_with_one_timestamp() {
             client.publish_many(&batch).unwrap();
         }
         let poses: Vec<DynEvent> = (0..5)
-            .map(|i| DynEvent::new("POSE").key("hand").value(i))
+            .map(|i| DynEvent::new("POSE").key("hand").value(i).latest())
             .collect();
         client.publish_many(&poses).unwrap();
         client.publish_many::<Tick>(&[]).unwrap();
@@ -573,6 +573,67 @@ async fn oversized_events_are_refused_before_queueing() {
     }
     let s = client.stats();
     assert_eq!((s.published, s.rejected), (1, 1));
+    check_identity(&s);
+}
+
+/// `SET_POSITION` as the README's quick start declares it: no `coalesce`.
+#[derive(Serialize)]
+struct SetPosition([f32; 3]);
+impl Event for SetPosition {
+    const ETYPE: &'static str = "SET_POSITION";
+}
+
+#[test]
+fn every_event_is_delivered_unless_it_asks_to_coalesce() {
+    // Issue 13, item 7: events without a key were keyed by etype, even
+    // through `send().await`: the quick start's first position and nine of
+    // ten commands never arrived, with no error.
+    let (rt, server, client) = paused_server_and_client(|b| b);
+    // The kernel buffers fill, so what follows waits in the queue together.
+    let big = DynEvent::new("BIG").value(Value::Bin(vec![0; 1 << 20]));
+    while client.stats().queue_depth == 0 {
+        client.publish(&big).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client.publish(&SetPosition([0.0, 0.5, 0.0])).unwrap();
+    rt.block_on(async {
+        client.send(&SetPosition([1.0, 0.5, 0.0])).await.unwrap();
+        for i in 0..10i64 {
+            client
+                .send(&DynEvent::new("COMMAND").value(i))
+                .await
+                .unwrap();
+        }
+    });
+    // Streams that ask for it coalesce, through every call.
+    for i in 0..10i64 {
+        client.publish(&Latest(Tick(i as u64))).unwrap();
+        client
+            .publish(&DynEvent::new("POSE").key("hand").value(i).latest())
+            .unwrap();
+    }
+    server.resume_reading();
+    rt.block_on(async {
+        client.flush().await.unwrap();
+        client.close().await.unwrap();
+    });
+    let got = |etype: &str| -> Vec<vuer_client::Value> {
+        server
+            .received()
+            .iter()
+            .filter(|r| r.event.etype() == etype)
+            .map(|r| r.event.data().unwrap())
+            .collect()
+    };
+    let positions = got("SET_POSITION");
+    assert_eq!(positions.len(), 2, "{positions:?}");
+    assert_eq!(positions[0], Value::from([0.0f32, 0.5, 0.0]));
+    let commands: Vec<i64> = got("COMMAND").iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(commands, (0..10).collect::<Vec<_>>());
+    assert_eq!(got("TICK"), vec![Value::from(9u64)], "latest value wins");
+    assert_eq!(got("POSE"), vec![Value::from(9i64)], "latest value wins");
+    let s = client.stats();
+    assert_eq!(s.coalesced, 18, "{s:?}");
     check_identity(&s);
 }
 

@@ -89,7 +89,10 @@ async fn a_stalled_server_keeps_memory_flat_then_gets_the_latest_values() {
                 let mut round = 0i64;
                 while !stop.load(Ordering::Relaxed) {
                     for (k, key) in keys.iter().enumerate() {
-                        let ev = DynEvent::new("POSE").key(key.as_str()).value(round);
+                        let ev = DynEvent::new("POSE")
+                            .key(key.as_str())
+                            .value(round)
+                            .latest();
                         publisher.publish(&ev).expect("keyed publish never fails");
                         latest[k] = round;
                     }
@@ -178,7 +181,12 @@ async fn the_last_value_of_every_key_reaches_the_server_before_close() {
         for round in 0..5_000i64 {
             for k in 0..KEYS {
                 client
-                    .publish(&DynEvent::new("POSE").key(format!("joint/{k}")).value(round))
+                    .publish(
+                        &DynEvent::new("POSE")
+                            .key(format!("joint/{k}"))
+                            .value(round)
+                            .latest(),
+                    )
                     .unwrap();
             }
         }
@@ -220,6 +228,7 @@ async fn values_older_than_their_maximum_age_are_not_sent() {
         let stale = DynEvent::new("POSE")
             .key("k")
             .value(1)
+            .latest()
             .max_age(Duration::from_millis(50));
         client.publish(&stale).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -83,7 +83,7 @@ fn key_name(k: usize) -> String {
 }
 
 fn pose(k: usize, v: i64) -> DynEvent {
-    DynEvent::new("POSE").key(key_name(k)).value(v)
+    DynEvent::new("POSE").key(key_name(k)).value(v).latest()
 }
 
 fn cmd(seq: i64) -> DynEvent {

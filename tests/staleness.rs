@@ -47,7 +47,8 @@ fn produce(client: &VuerClient, secs: u64) -> std::thread::JoinHandle<u64> {
                 p.publish(
                     &DynEvent::new("POSE")
                         .key(k.as_str())
-                        .value(Value::from([i as f32, 0.5, 0.0])),
+                        .value(Value::from([i as f32, 0.5, 0.0]))
+                        .latest(),
                 )
                 .expect("keyed publish never fails");
             }
@@ -202,7 +203,7 @@ async fn ages_stay_bounded_and_flat_against_python_websockets_reading_60_message
                         .unwrap()
                         .as_nanos() as u64;
                     let v = Value::map([("t_ns", t_ns.into()), ("i", i.into())]);
-                    p.publish(&DynEvent::new("POSE").key(format!("joint/{k}")).value(v))
+                    p.publish(&DynEvent::new("POSE").key(format!("joint/{k}")).value(v).latest())
                         .expect("keyed publish never fails");
                 }
                 i += 1;

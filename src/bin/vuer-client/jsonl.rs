@@ -97,6 +97,8 @@ impl Line {
         }
         if self.reliable.unwrap_or(default_reliable) {
             ev = ev.reliable();
+        } else {
+            ev = ev.latest();
         }
         Ok(ev)
     }

@@ -162,8 +162,8 @@ async fn synthetic(
             let mut ev = DynEvent::new(args.etype.clone())
                 .key(key.clone())
                 .value(value.clone());
-            if args.reliable {
-                ev = ev.reliable();
+            if !args.reliable {
+                ev = ev.latest();
             }
             publish(client, &ev, args.reliable).await?;
             published += 1;
