@@ -12,7 +12,9 @@ use tokio_util::sync::ReusableBoxFuture;
 use crate::codec::{body_dyn, body_raw, body_typed, encode_into, BodyParts, Payload};
 use crate::config::ClientBuilder;
 use crate::connection::{self, Target};
-use crate::error::{ConnectError, Disconnect, EncodeError, PartialPublish, PublishError};
+use crate::error::{
+    CloseError, ConnectError, Disconnect, EncodeError, PartialPublish, PublishError,
+};
 use crate::event::{DynEvent, Event, RawEvent};
 use crate::inbound::Queue;
 use crate::shared::{Meta, Shared};
@@ -196,7 +198,8 @@ impl VuerClient {
         let conn = first_connect(&shared, &target).await?;
         // Connected from the caller's point of view as soon as this returns.
         shared.set_state(ConnectionState::Connected);
-        tokio::spawn(crate::supervisor::run(shared.clone(), target, conn));
+        let watch = crate::supervisor::Watch::new(shared.clone());
+        tokio::spawn(crate::supervisor::run(watch, target, conn));
         let queue = shared.inbound.main.clone();
         Ok(VuerClient {
             next: ReusableBoxFuture::new(pop(queue)),
@@ -396,57 +399,108 @@ impl VuerClient {
         &self.shared.config.uri
     }
 
-    /// Closes the connection gracefully: everything accepted is written
-    /// first, then a close frame is sent and the server's answer awaited,
-    /// all within the close timeout. Returns `Ok` when the close was clean
-    /// and nothing was left behind; otherwise the reason (events still
-    /// queued at the deadline are counted as dropped). Idempotent.
-    pub async fn close(&self) -> Result<(), Disconnect> {
+    /// Closes the connection gracefully and says whether everything
+    /// accepted was delivered. Within [`close_timeout`](crate::ClientBuilder::close_timeout)
+    /// (5 s by default) of the first call, whatever happens:
+    ///
+    /// * what is queued is written, and the reliable events written are
+    ///   confirmed by the server (a pong after them), until a tenth of the
+    ///   timeout before its end (at most 250 ms); if the connection is lost
+    ///   meanwhile (or was being re-established), the client reconnects at
+    ///   once, without backoff, to deliver;
+    /// * then a close frame is sent and the server's answer awaited until
+    ///   the timeout's end, when the connection is dropped.
+    ///
+    /// Returns `Ok(())` only when the close was clean and every accepted
+    /// event was written and confirmed. Otherwise [`CloseError`] says why the
+    /// connection ended and how many events were never sent (counted as
+    /// [`Stats::dropped`]) or written without confirmation (counted as
+    /// [`Stats::unconfirmed_lost`]). Later calls return the same outcome.
+    pub async fn close(&self) -> Result<(), CloseError> {
         self.shared.begin_close();
-        let mut state = self.shared.state.subscribe();
-        let deadline = self.shared.config.close_timeout * 2 + Duration::from_millis(100);
-        let closed = tokio::time::timeout(deadline, async {
-            loop {
-                if let ConnectionState::Closed(r) = &*state.borrow_and_update() {
-                    return r.clone();
-                }
-                if state.changed().await.is_err() {
-                    return Disconnect::Local;
-                }
-            }
-        })
-        .await;
-        let reason = match closed {
+        let slack = Duration::from_millis(250);
+        let reason = match tokio::time::timeout(
+            self.shared.close_time_left() + slack,
+            wait_closed(&self.shared),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => {
+                // The tasks did not finish in time (a blocked runtime?):
+                // stop them, and account for what is left.
                 self.shared.shutdown.cancel();
                 self.shared.finish(Disconnect::Local);
                 Disconnect::Local
             }
         };
-        let dropped = self.shared.stats().dropped;
-        match reason {
-            Disconnect::Local if dropped == 0 => Ok(()),
-            other => Err(other),
+        close_outcome(&self.shared, reason)
+    }
+}
+
+/// The state's `Closed` reason, once there is one (`Local` if the client's
+/// tasks are gone without one).
+async fn wait_closed(shared: &Shared) -> Disconnect {
+    let mut state = shared.state.subscribe();
+    loop {
+        if let ConnectionState::Closed(r) = &*state.borrow_and_update() {
+            return r.clone();
+        }
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() {
+                return Disconnect::Local;
+            },
+            _ = shared.supervisor_gone.cancelled() => {
+                if let ConnectionState::Closed(r) = &*state.borrow() {
+                    return r.clone();
+                }
+                return Disconnect::Local;
+            }
         }
     }
 }
 
+/// `Ok` for a clean close with nothing lost; otherwise what was lost.
+fn close_outcome(shared: &Shared, reason: Disconnect) -> Result<(), CloseError> {
+    let (unsent, unconfirmed) = shared.outbox().lost;
+    match reason {
+        Disconnect::Local if unsent == 0 && unconfirmed == 0 => Ok(()),
+        reason => Err(CloseError {
+            reason,
+            unsent,
+            unconfirmed,
+        }),
+    }
+}
+
 impl Drop for VuerClient {
-    /// Starts a graceful close in the background and returns at once; the
-    /// tasks stop within the close timeout (at once without a runtime).
+    /// Starts a graceful close. If events accepted are still undelivered,
+    /// the dropping thread waits for the close to deliver them, at most
+    /// `close_timeout`, when it can: outside async code, or on a
+    /// multi-threaded tokio runtime (through `block_in_place`). On a
+    /// current-thread runtime it cannot wait (the close needs that very
+    /// thread): the close goes on in the background, and if the runtime
+    /// stops first (e.g. `main` returns), the events still undelivered are
+    /// counted and logged as a warning. Call [`close`](Self::close) to know
+    /// the outcome.
     fn drop(&mut self) {
-        self.shared.begin_close();
-        let shared = self.shared.clone();
+        let shared = &self.shared;
+        shared.begin_close();
+        if shared.supervisor_gone.is_cancelled() || !shared.has_undelivered() {
+            return;
+        }
+        let wait = || {
+            let deadline = std::time::Instant::now() + shared.close_time_left();
+            let _ = block_on_until(wait_closed(shared), deadline);
+        };
         match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                let t = shared.config.close_timeout * 2;
-                h.spawn(async move {
-                    tokio::time::sleep(t).await;
-                    shared.shutdown.cancel();
-                });
+            Err(_) => wait(),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
             }
-            Err(_) => shared.shutdown.cancel(),
+            Ok(_) => tracing::debug!(
+                "client dropped on a current-thread runtime with events undelivered; closing in the background"
+            ),
         }
     }
 }
@@ -671,6 +725,18 @@ fn send_blocking<E: Outgoing + ?Sized>(shared: &Shared, event: &E) -> Result<(),
 /// futures it runs wait only on `tokio::sync::Notify`, which needs no
 /// runtime.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    poll_parked(f, None).expect("no deadline")
+}
+
+/// [`block_on`] until `deadline`: `None` if it passed first.
+fn block_on_until<F: std::future::Future>(f: F, deadline: std::time::Instant) -> Option<F::Output> {
+    poll_parked(f, Some(deadline))
+}
+
+fn poll_parked<F: std::future::Future>(
+    f: F,
+    deadline: Option<std::time::Instant>,
+) -> Option<F::Output> {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -685,9 +751,18 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
     loop {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
+            return Some(v);
         }
-        std::thread::park();
+        match deadline {
+            None => std::thread::park(),
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                std::thread::park_timeout(left);
+            }
+        }
     }
 }
 

@@ -423,8 +423,13 @@ impl ClientBuilder {
         self
     }
 
-    /// How long [`close`](crate::VuerClient::close) waits to deliver what
-    /// was accepted and to complete the close handshake. Default: 5 s.
+    /// The whole time [`close`](crate::VuerClient::close) (or dropping the
+    /// client) may take: delivering what was accepted and having reliable
+    /// events confirmed (reconnecting at once if needed) until a tenth of it
+    /// before the end (at most 250 ms, kept for the close handshake), then
+    /// the close frame and the server's answer. `close()` returns within it
+    /// (plus scheduling slack), and says what it could not deliver.
+    /// Default: 5 s.
     pub fn close_timeout(mut self, t: Duration) -> Self {
         self.config.close_timeout = t;
         self

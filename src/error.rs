@@ -248,6 +248,34 @@ pub enum DecodeError {
     Type(String),
 }
 
+/// [`close`](crate::VuerClient::close) could not deliver everything the
+/// client had accepted, or the connection had ended otherwise: what was
+/// lost, and why the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", close_error_text(.reason, *.unsent, *.unconfirmed))]
+#[non_exhaustive]
+pub struct CloseError {
+    /// Why the connection ended ([`Disconnect::Local`] when the close ran
+    /// out of time).
+    pub reason: Disconnect,
+    /// Events accepted and never written (counted as
+    /// [`Stats::dropped`](crate::Stats::dropped)).
+    pub unsent: u64,
+    /// Reliable events written and never confirmed read by the server
+    /// (counted as [`Stats::unconfirmed_lost`](crate::Stats::unconfirmed_lost)):
+    /// the server may or may not have them.
+    pub unconfirmed: u64,
+}
+
+fn close_error_text(reason: &Disconnect, unsent: u64, unconfirmed: u64) -> String {
+    if unsent == 0 && unconfirmed == 0 {
+        return format!("close: {reason}");
+    }
+    format!(
+        "close: {unsent} accepted events never sent, {unconfirmed} written but not confirmed by the server ({reason})"
+    )
+}
+
 /// Why a connection ended (or why the client is closed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -127,7 +127,9 @@ pub use config::{
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
 };
 pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};
-pub use error::{ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError};
+pub use error::{
+    CloseError, ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError,
+};
 pub use event::{Coalesce, DynEvent, Event, Latest, RawEvent, Reliable, ServerEvent};
 pub use inbound::etype_matches;
 pub use pacing::Pacing;

@@ -77,6 +77,11 @@ impl Drop for InFlight<'_> {
         let mut ob = self.shared.outbox();
         if !self.settle(&mut ob) && !self.batch.is_empty() {
             ob.ring.requeue(&mut self.batch);
+            if ob.terminal.is_some() {
+                // The client closed for good while this was being written.
+                let n = ob.ring.abandon_all();
+                ob.lost.0 += n;
+            }
         }
         drop(ob);
         self.shared.written.notify_waiters();
@@ -312,6 +317,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         let hold = matches!(decision, Decision::Hold { .. });
         telemetry.maybe_publish(now, &pacer, &ctx, counters);
 
+        // Closing: what was accepted is delivered (and confirmed) until the
+        // close's delivery deadline, then the close frame goes out.
+        let deliver_by = shared.close_deadlines().map(|(by, _)| by);
+        let out_of_time = deliver_by.is_some_and(|by| now >= by);
         let (pong, close_reply, closing, settled, awaiting, urgent, hold, parked) = {
             let mut ob = shared.outbox();
             let mut settled = inflight.settle(&mut ob);
@@ -332,7 +341,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             let pong = ob.control.pong.take();
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
-            if close_reply.is_none() && !hold {
+            if close_reply.is_none() && !hold && !out_of_time {
                 // No more than the confirmation budget has room for (all of
                 // it, in O(1), except right after a reconnect).
                 ob.ring.take_up_to(&mut inflight.batch, room.0, room.1);
@@ -388,6 +397,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
                         now,
                         ping_due_ns: ping_every.map(|p| last_ping_ns.saturating_add(p)),
                         tcp_fallback,
+                        deliver_by,
                     },
                 )
                 .await
@@ -403,9 +413,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
                 control_frames += 1;
             }
         }
-        if hold && !pacer.has_probe() {
-            // Waiting for confirmations (pacing, or the confirmation
-            // budget) needs a probe in flight to answer.
+        if (hold || (closing && awaiting)) && !pacer.has_probe() && !out_of_time {
+            // Waiting for confirmations (pacing, the confirmation budget,
+            // or a close) needs a probe in flight to answer.
             if let Some(offset) = wire.pending.probe(now) {
                 pacer.probe_sent(now, offset);
                 control_frames += 1;
@@ -423,7 +433,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             return SenderExit::CloseReplied;
         }
         if inflight.batch.is_empty() && wire.pending.is_empty() {
-            if closing && !hold {
+            if closing && (out_of_time || (!hold && !awaiting)) {
                 ctx.local_close.store(true, Relaxed);
                 let frames = u64::from(wire.pending.close(1000, ""));
                 if let Err(exit) = write_all(wire, &mut tick, &alive, &ctx, counters).await {
@@ -448,6 +458,7 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
                     now,
                     ping_due_ns: ping_every.map(|p| last_ping_ns.saturating_add(p)),
                     tcp_fallback,
+                    deliver_by,
                 },
             )
             .await
@@ -531,6 +542,8 @@ struct Waiting {
     /// Confirmations come from TCP (pongs late or unread): nothing wakes
     /// the sender when they do, so it looks often.
     tcp_fallback: bool,
+    /// A close's delivery deadline: the close frame goes out then.
+    deliver_by: Option<u64>,
 }
 
 /// How often a sender that counts on TCP acknowledgements looks at them.
@@ -556,8 +569,12 @@ async fn wait(
         Decision::Go if w.hold => Some(second),
         Decision::Go => pacer.probe_due(w.awaiting, w.urgent),
     };
+    let sooner = |r: Option<u64>, at: u64| Some(r.map_or(at, |r| r.min(at)));
     if w.tcp_fallback && (w.hold || w.awaiting) {
-        recheck = Some(recheck.map_or(w.now + TCP_RECHECK_NS, |r| r.min(w.now + TCP_RECHECK_NS)));
+        recheck = sooner(recheck, w.now + TCP_RECHECK_NS);
+    }
+    if let Some(by) = w.deliver_by {
+        recheck = sooner(recheck, by);
     }
     tokio::select! {
         biased;

@@ -92,6 +92,9 @@ pub(crate) struct Outbox {
     pub closing: bool,
     /// Closed for good; publishing fails with this reason.
     pub terminal: Option<Disconnect>,
+    /// What closing for good gave up: (events never written, reliable
+    /// events written and never confirmed).
+    pub lost: (u64, u64),
     /// Every sequence number below this has been written (or resolved).
     pub written_through: u64,
     /// When events were last written, by the sender before it went idle or
@@ -160,6 +163,14 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// `close()` was called (or the client dropped).
     pub close_requested: CancellationToken,
+    /// Set by the first `close()`: until when the sender delivers
+    /// ([`clock::now_ns`]; 0 before), and when the close is over, whatever
+    /// happened (see [`Shared::begin_close`]).
+    pub close_deliver_by_ns: AtomicU64,
+    pub close_deadline_ns: AtomicU64,
+    /// The supervisor task has ended (closed the client, or was dropped
+    /// with its runtime).
+    pub supervisor_gone: CancellationToken,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -210,6 +221,7 @@ impl Shared {
                 control: Control::default(),
                 closing: false,
                 terminal: None,
+                lost: (0, 0),
                 written_through,
                 idle_since_ns: 0,
                 wire: Slot::Gone,
@@ -225,6 +237,9 @@ impl Shared {
             changes: tokio::sync::broadcast::channel(STATE_CHANGES_KEPT).0,
             shutdown: CancellationToken::new(),
             close_requested: CancellationToken::new(),
+            close_deliver_by_ns: AtomicU64::new(0),
+            close_deadline_ns: AtomicU64::new(0),
+            supervisor_gone: CancellationToken::new(),
             last_error: Mutex::new(None),
             config,
         }
@@ -629,6 +644,7 @@ impl Shared {
             rpc_answered: g(&c.rpc_answered),
             unconfirmed: unconfirmed as u64,
             resent: g(&c.resent),
+            unconfirmed_lost: g(&c.unconfirmed_lost),
             pings_sent: g(&c.pings_sent),
             pongs_received: g(&c.pongs_received),
             connects: g(&c.connects),
@@ -652,9 +668,52 @@ impl Shared {
         }
     }
 
+    /// True while accepted events wait to be written or confirmed.
+    pub(crate) fn has_undelivered(&self) -> bool {
+        let ob = self.outbox();
+        !ob.ring.is_empty() || ob.ring.counters().in_flight > 0 || !ob.unconfirmed.is_empty()
+    }
+
+    /// Time left until the close's deadline (the close timeout before
+    /// `close()`).
+    pub(crate) fn close_time_left(&self) -> Duration {
+        match self.close_deadlines() {
+            Some((_, over)) => Duration::from_nanos(over.saturating_sub(clock::now_ns())),
+            None => self.config.close_timeout,
+        }
+    }
+
+    /// The close's deadlines ([`Shared::begin_close`]): (deliver by, over
+    /// by), in [`clock::now_ns`] time; `None` before `close()`.
+    pub(crate) fn close_deadlines(&self) -> Option<(u64, u64)> {
+        match self.close_deadline_ns.load(Ordering::Acquire) {
+            0 => None,
+            d => Some((self.close_deliver_by_ns.load(Ordering::Acquire).min(d), d)),
+        }
+    }
+
     /// Starts a graceful close: the sender delivers what is queued, then
     /// sends a close frame.
+    ///
+    /// The first call sets the close's deadline, `close_timeout` from now:
+    /// what was accepted is delivered (and reliable events confirmed) until
+    /// a tenth of the timeout before it (at most 250 ms, kept for the close
+    /// handshake); then the close frame goes out whatever is left, and at
+    /// the deadline the connection is dropped.
     pub(crate) fn begin_close(&self) {
+        let now = clock::now_ns();
+        let timeout = crate::pacing::nanos(self.config.close_timeout);
+        let deadline = now.saturating_add(timeout);
+        let grace = (timeout / 10).min(250_000_000);
+        // The first call wins; the deadline is published after the
+        // delivery deadline, so whoever sees it sees both.
+        if self
+            .close_deliver_by_ns
+            .compare_exchange(0, deadline - grace, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.close_deadline_ns.store(deadline, Ordering::Release);
+        }
         self.close_requested.cancel();
         let wake = {
             let mut ob = self.outbox();
@@ -671,17 +730,27 @@ impl Shared {
     /// Closes for good: nothing more is accepted; what is still queued is
     /// counted as dropped; readers see the end of the inbound stream.
     pub(crate) fn finish(&self, reason: Disconnect) {
-        let abandoned = {
+        let (abandoned, unconfirmed) = {
             let mut ob = self.outbox();
             if ob.terminal.is_none() {
                 ob.terminal = Some(reason.clone());
             }
             // Written already; nothing more can be done for them.
+            let unconfirmed = ob.unconfirmed.len() as u64;
             ob.unconfirmed.clear();
-            ob.ring.abandon_all()
+            let abandoned = ob.ring.abandon_all();
+            ob.lost.0 += abandoned;
+            ob.lost.1 += unconfirmed;
+            (abandoned, unconfirmed)
         };
-        if abandoned > 0 {
-            tracing::warn!(abandoned, %reason, "client closed with events still queued; counted as dropped");
+        Counters::add(&self.counters.unconfirmed_lost, unconfirmed);
+        if abandoned > 0 || unconfirmed > 0 {
+            tracing::warn!(
+                never_sent = abandoned,
+                unconfirmed,
+                %reason,
+                "client closed for good with events undelivered (never sent: counted as dropped; written but unconfirmed: the server may not have them)"
+            );
         }
         self.inbound.close_all();
         self.room.notify_waiters();

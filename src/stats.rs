@@ -75,6 +75,10 @@ pub struct Stats {
     /// answer to a later ping proves it read them). If the connection is
     /// lost, they are written again on the next one.
     pub unconfirmed: u64,
+    /// Reliable events written and never confirmed when the client closed
+    /// for good (the server may or may not have read them; see
+    /// [`CloseError`](crate::CloseError)). They count as `sent`.
+    pub unconfirmed_lost: u64,
     /// Reliable events written again after a reconnect because the lost
     /// connection had not confirmed them (each counts in `published` again;
     /// the server may have read some of them already: duplicates).
@@ -133,6 +137,7 @@ pub(crate) struct Counters {
     pub pings_sent: AtomicU64,
     pub pongs_received: AtomicU64,
     pub resent: AtomicU64,
+    pub unconfirmed_lost: AtomicU64,
     pub connects: AtomicU64,
     pub disconnects: AtomicU64,
     pub downtime_ns: AtomicU64,

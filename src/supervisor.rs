@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::connection::{self, Connection, Target};
 use crate::decoder::{self, DecoderExit};
 use crate::error::Disconnect;
@@ -14,8 +15,60 @@ use crate::stats::Counters;
 use crate::wire::{Slot, Wire};
 use crate::ConnectionState;
 
+/// Marks the supervisor task's end: if the task is dropped before it
+/// closed the client (its runtime shut down, e.g. when `main` returned with
+/// the client still open, even before the task first ran), what was
+/// undelivered is counted and logged rather than lost silently. Made
+/// before the task is spawned and moved into it, so that it is dropped
+/// with the task's future whether or not that was ever polled.
+pub(crate) struct Watch {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Watch {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Watch {
+            shared,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.shared.supervisor_gone.cancel();
+        if !self.done {
+            tracing::warn!(
+                "the client's tasks were stopped (their runtime shut down) before it closed"
+            );
+            finish(&self.shared, Disconnect::Local);
+        }
+    }
+}
+
 /// Runs until the client is closed for good.
-pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) {
+pub(crate) async fn run(mut watch: Watch, target: Target, first: Connection) {
+    let shared = watch.shared.clone();
+    supervise(&shared, target, first).await;
+    watch.done = true;
+}
+
+/// Sleeps until `at_ns` ([`clock::now_ns`] time).
+async fn sleep_until_ns(at_ns: u64) {
+    let left = at_ns.saturating_sub(clock::now_ns());
+    tokio::time::sleep(Duration::from_nanos(left)).await
+}
+
+/// Waits for `close()`, then until its deadline.
+async fn close_deadline(shared: &Shared) {
+    shared.close_requested.cancelled().await;
+    if let Some((_, over)) = shared.close_deadlines() {
+        sleep_until_ns(over).await;
+    }
+}
+
+async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
     let mut next = Some(first);
     let mut attempts_total = 0u64;
     while let Some(conn) = next.take() {
@@ -24,30 +77,46 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
         if !matches!(*shared.state.borrow(), ConnectionState::Connected) {
             shared.set_state(ConnectionState::Connected);
         }
-        let reason = run_connection(&shared, conn).await;
-        if reason == Disconnect::Local || shared.close_requested.is_cancelled() {
-            finish(&shared, reason);
+        let reason = run_connection(shared, conn).await;
+        let closing = shared.close_requested.is_cancelled();
+        if reason == Disconnect::Local && (closing || shared.shutdown.is_cancelled()) {
+            finish(shared, reason);
             return;
         }
         Counters::add(&shared.counters.disconnects, 1);
         tracing::warn!(%reason, "connection lost");
-        resend_unconfirmed(&shared);
+        resend_unconfirmed(shared);
         shared.set_last_error(&reason);
         shared.set_state(ConnectionState::Disconnected(reason.clone()));
         let down_since = Instant::now();
         let Some(policy) = shared.config.reconnect.clone() else {
-            finish(&shared, reason);
+            finish(shared, reason);
             return;
         };
         let mut attempt = 0u32;
         let mut last_error = reason.to_string();
         loop {
+            // Closing with events still to deliver: try at once, until the
+            // close's deadline; with nothing to deliver, close now.
+            if shared.close_requested.is_cancelled() {
+                let over = shared.close_deadlines().map_or(0, |(_, over)| over);
+                if !shared.has_undelivered() || clock::now_ns() >= over {
+                    add_downtime(shared, down_since);
+                    let reason = if shared.has_undelivered() {
+                        reason.clone()
+                    } else {
+                        Disconnect::Local
+                    };
+                    finish(shared, reason);
+                    return;
+                }
+            }
             attempt += 1;
             attempts_total += 1;
             if policy.max_attempts.is_some_and(|m| attempt > m) {
-                add_downtime(&shared, down_since);
+                add_downtime(shared, down_since);
                 finish(
-                    &shared,
+                    shared,
                     Disconnect::GaveUp {
                         attempts: attempt - 1,
                         last_error,
@@ -55,35 +124,43 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
                 );
                 return;
             }
-            let delay = policy.delay(attempt, attempts_total);
+            // Read once: a close() from now on ends the backoff below.
+            let closing = shared.close_requested.is_cancelled();
+            let delay = if closing {
+                // Delivering before the close's deadline: a short pause
+                // between attempts, not the backoff.
+                CLOSING_RETRY.min(policy.delay(attempt, attempts_total))
+            } else {
+                policy.delay(attempt, attempts_total)
+            };
             shared.set_state(ConnectionState::Reconnecting {
                 attempt,
                 delay,
                 error: last_error.clone(),
             });
-            tokio::select! {
+            let close_called = tokio::select! {
                 biased;
-                _ = shared.close_requested.cancelled() => {
-                    add_downtime(&shared, down_since);
-                    finish(&shared, Disconnect::Local);
-                    return;
-                }
-                _ = tokio::time::sleep(delay) => {}
+                _ = shared.close_requested.cancelled(), if !closing => true,
+                _ = tokio::time::sleep(delay) => false,
+            };
+            if close_called {
+                // `close()` during the backoff: decide again (above).
+                continue;
             }
             let connect = connection::connect(&target, &shared.config);
             let result = tokio::select! {
                 biased;
-                _ = shared.close_requested.cancelled() => {
-                    add_downtime(&shared, down_since);
-                    finish(&shared, Disconnect::Local);
+                _ = close_deadline(shared) => {
+                    add_downtime(shared, down_since);
+                    finish(shared, reason);
                     return;
                 }
                 r = connect => r,
             };
             match result {
                 Ok(conn) => {
-                    add_downtime(&shared, down_since);
-                    prepare_reconnect(&shared);
+                    add_downtime(shared, down_since);
+                    prepare_reconnect(shared);
                     next = Some(conn);
                     break;
                 }
@@ -96,6 +173,10 @@ pub(crate) async fn run(shared: Arc<Shared>, target: Target, first: Connection) 
         }
     }
 }
+
+/// While closing with events to deliver, the pause between reconnect
+/// attempts (instead of the backoff).
+const CLOSING_RETRY: Duration = Duration::from_millis(50);
 
 /// Right after a connection is lost: the reliable events it did not
 /// confirm go back to the front of the line, ahead of the interrupted batch
@@ -177,12 +258,24 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
     let sender = sender::run(shared.clone(), ctx.clone(), wire);
     tokio::pin!(sender);
     let close_timeout = shared.config.close_timeout;
+    // Waiting for the server's answer to our close frame: until the
+    // close's deadline.
+    let close_wait = || {
+        shared.close_deadlines().map_or(close_timeout, |(_, over)| {
+            Duration::from_nanos(over.saturating_sub(clock::now_ns()))
+        })
+    };
 
     let reason = tokio::select! {
+        // `close()` ran out of time: the connection goes.
+        _ = close_deadline(shared) => {
+            tracing::debug!("close deadline reached; dropping the connection");
+            Disconnect::Local
+        }
         s = &mut sender => match s {
             SenderExit::CloseSent => {
                 // Wait for the server's close frame (or the end of the stream).
-                match tokio::time::timeout(close_timeout, &mut decoder).await {
+                match tokio::time::timeout(close_wait(), &mut decoder).await {
                     Ok(_) => {}
                     Err(_) => tracing::debug!("no close reply from the server within the close timeout"),
                 }

@@ -698,6 +698,156 @@ async fn close_delivers_everything_accepted_then_closes_cleanly() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_no_success_while_reliable_events_are_unconfirmed() {
+    // Issue 13, item 5: with a server that stopped reading, close()
+    // returned Ok for 100 events written and never read.
+    bounded(30, async {
+        let server = server().await;
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .close_timeout(Duration::from_secs(1))
+            .reconnect(None)
+            .connect()
+            .await
+            .unwrap();
+        // The server answers pings (so pongs, not TCP, confirm), then stops
+        // reading.
+        client.publish(&Tick(0)).unwrap();
+        client.flush().await.unwrap();
+        let t = std::time::Instant::now();
+        while client.stats().unconfirmed > 0 || client.stats().pongs_received == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", client.stats());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        server.pause_reading();
+        for i in 1..=100 {
+            client.publish(&Tick(i)).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let e = client.close().await.unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(e.reason, Disconnect::Local, "{e}");
+        assert_eq!(e.unsent + e.unconfirmed, 100, "{e}");
+        assert!(e.to_string().contains("not confirmed"), "{e}");
+        // Within the close timeout, as documented (plus scheduling slack).
+        assert!(
+            took >= Duration::from_millis(850) && took <= Duration::from_millis(1300),
+            "{took:?}"
+        );
+        let s = client.stats();
+        assert_eq!(s.unconfirmed_lost, e.unconfirmed, "{s:?}");
+        check_identity(&s);
+        // The outcome stays.
+        assert_eq!(client.close().await.unwrap_err(), e);
+    })
+    .await;
+}
+
+/// A server on a runtime of its own, so that the client's can come and go.
+fn server_on_its_own_runtime() -> (tokio::runtime::Runtime, LocalServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(server());
+    (rt, server)
+}
+
+#[test]
+fn dropping_the_client_at_the_end_of_main_delivers_what_was_accepted() {
+    // Issue 13, item 6: returning from `#[tokio::main]` with the client
+    // open delivered 0 of 5 000 events.
+    let (srt, server) = server_on_its_own_runtime();
+    let uri = server.uri();
+    // What `#[tokio::main]` does: a multi-threaded runtime, `main`'s body
+    // in `block_on`, the runtime dropped when it returns.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = VuerClient::connect(&uri).await.unwrap();
+        for i in 0..5_000 {
+            client.publish(&Tick(i)).unwrap();
+        }
+        // The client is dropped here, without close().
+    });
+    drop(rt);
+    srt.block_on(async {
+        assert!(
+            server
+                .wait_until(|s| s.events == 5_001, Duration::from_secs(10))
+                .await,
+            "the server got {} of 5000",
+            server.stats().events.saturating_sub(1)
+        );
+    });
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_client_dropped_with_its_current_thread_runtime_says_what_was_lost() {
+    // On a current-thread runtime the drop cannot wait (the close needs
+    // that thread). When the runtime stops first, the loss is loud.
+    let (srt, server) = server_on_its_own_runtime();
+    let uri = server.uri();
+    let logs = Captured::default();
+    let w = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = VuerClient::connect(&uri).await.unwrap();
+            server.pause_reading();
+            for i in 0..5 {
+                client.publish(&Tick(i)).unwrap();
+            }
+            let t = std::time::Instant::now();
+            drop(client);
+            assert!(
+                t.elapsed() < Duration::from_millis(50),
+                "drop must not block here"
+            );
+        });
+        drop(rt);
+    });
+    drop(srt);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let count = |name: &str| -> u64 {
+        let at = text
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        text[at + name.len() + 1..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(text.contains("runtime shut down"), "{text}");
+    assert!(text.contains("undelivered"), "{text}");
+    assert_eq!(count("never_sent") + count("unconfirmed"), 5, "{text}");
+}
+
 #[tokio::test]
 async fn dropping_the_client_closes_in_the_background() {
     bounded(30, async {

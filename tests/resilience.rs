@@ -1045,6 +1045,78 @@ async fn a_server_that_never_answers_pings_neither_stalls_nor_stays_connected() 
     .await;
 }
 
+/// Issue 13, item 5: `close()` while the client waited to reconnect
+/// returned at once with `Local` and dropped what was queued. Now it
+/// reconnects at once (not after the backoff) and delivers within the close
+/// timeout, or says what it could not deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_while_reconnecting_delivers_within_its_timeout() {
+    let _serial = serial().await;
+    bounded(60, async {
+        const CLOSE: Duration = Duration::from_secs(2);
+        let slow_backoff = Reconnect {
+            initial_delay: Duration::from_secs(30),
+            max_delay: Duration::from_secs(30),
+            ..Reconnect::default()
+        };
+        for server_back in [true, false] {
+            let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+            let addr = server.addr();
+            let client = VuerClient::builder()
+                .uri(server.uri())
+                .reconnect(Some(slow_backoff.clone()))
+                .close_timeout(CLOSE)
+                .connect()
+                .await
+                .unwrap();
+            assert!(
+                server
+                    .wait_until(|s| s.inits == 1, Duration::from_secs(5))
+                    .await
+            );
+            let mut states = StateLog::follow(&client);
+            drop(server);
+            states
+                .until("Reconnecting", |s| {
+                    matches!(s, ConnectionState::Reconnecting { .. })
+                })
+                .await;
+            for i in 0..11 {
+                client.publish(&cmd(i)).unwrap();
+            }
+            let restarted = if server_back {
+                Some(rebind(addr).await)
+            } else {
+                None
+            };
+            let t = Instant::now();
+            let closed = client.close().await;
+            let took = t.elapsed();
+            assert!(took <= CLOSE + Duration::from_millis(300), "{took:?}");
+            match restarted {
+                Some(server) => {
+                    closed.unwrap();
+                    let cmds = server
+                        .received()
+                        .iter()
+                        .filter(|r| r.event.etype() == "CMD")
+                        .count();
+                    assert_eq!(cmds, 11);
+                    eprintln!("close while reconnecting, server back: delivered 11 in {took:?}");
+                }
+                None => {
+                    let e = closed.unwrap_err();
+                    assert_eq!((e.unsent, e.unconfirmed), (11, 0), "{e}");
+                    assert!(took >= CLOSE - Duration::from_millis(100), "{took:?}");
+                    eprintln!("close while reconnecting, server gone: {e} after {took:?}");
+                }
+            }
+            check_identity(&client.stats());
+        }
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Reconnect options.
 
@@ -1133,10 +1205,14 @@ async fn max_attempts_gives_up_and_closes() {
         assert_eq!((s.connects, s.disconnects), (1, 1));
         // The time spent trying counts as downtime.
         assert!(s.downtime >= Duration::from_millis(16 + 32 + 64), "{s:?}");
-        assert!(matches!(
-            client.close().await,
-            Err(Disconnect::GaveUp { .. })
-        ));
+        // close() says why, and what was lost.
+        match client.close().await {
+            Err(e) => {
+                assert!(matches!(e.reason, Disconnect::GaveUp { .. }), "{e}");
+                assert_eq!(e.unsent, s.dropped, "{e}");
+            }
+            Ok(()) => panic!("a client that gave up closed cleanly"),
+        }
     })
     .await;
 }

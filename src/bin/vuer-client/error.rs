@@ -1,7 +1,7 @@
 //! The CLI's errors: one line each on stderr, and the exit code that goes
 //! with them (listed in `vuer-client --help`).
 
-use vuer_client::{ConnectError, Disconnect, PublishError};
+use vuer_client::{CloseError, ConnectError, Disconnect, PublishError};
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -72,6 +72,13 @@ impl From<PublishError> for CliError {
             PublishError::Closed(reason) => CliError::from(reason),
             other => CliError::Runtime(format!("event refused: {other}")),
         }
+    }
+}
+
+impl From<CloseError> for CliError {
+    /// A close that lost events or a connection: exit 4, with the counts.
+    fn from(e: CloseError) -> Self {
+        CliError::Lost(e.to_string())
     }
 }
 
