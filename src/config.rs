@@ -498,7 +498,11 @@ impl ClientBuilder {
 
     /// After a reconnect, sends the latest written value of every key again
     /// (after INIT, before anything still queued), because a Vuer session
-    /// keeps no state across connections. Default: on.
+    /// keeps no state across connections. A restored value is a new message
+    /// about the current state: its `ts` is the time it is sent again
+    /// (unless the event set its own `ts`). Reliable events written again
+    /// because the lost connection had not confirmed them keep theirs: they
+    /// are the same messages, possibly duplicates. Default: on.
     pub fn restore_state(mut self, on: bool) -> Self {
         self.config.restore_state = on;
         self

@@ -936,9 +936,10 @@ impl<H: Copy> Ring<H> {
     /// Prepares the line for a new connection (state restore): the retained
     /// last value of every key that has nothing queued is put at the front
     /// of the line, oldest first, ahead of everything already queued (which
-    /// keeps its order). Returns how many values were restored; they count
-    /// as published again.
-    pub fn restore(&mut self) -> usize {
+    /// keeps its order). `restamp` may change each restored value's header
+    /// (e.g. its timestamp). Returns how many values were restored; they
+    /// count as published again.
+    pub fn restore(&mut self, mut restamp: impl FnMut(&mut H)) -> usize {
         let mut restored: Vec<(u32, u64)> = Vec::new();
         for &id in self.index.iter() {
             if self.pending_pos(id).is_none() {
@@ -960,8 +961,10 @@ impl<H: Copy> Ring<H> {
             let r = st.last.as_ref().expect("retained");
             let off = arena.len() as u32;
             arena.extend_from_slice(&r.body);
+            let mut header = r.header;
+            restamp(&mut header);
             line.push_back(Slot {
-                header: r.header,
+                header,
                 off,
                 len: r.body.len() as u32,
                 tail: r.tail.clone(),

@@ -194,6 +194,8 @@ struct Stamp<'k> {
     now: u64,
     deadline: u64,
     ts_ms: u64,
+    /// `ts_ms` is the event's own (not the time it was accepted).
+    own_ts: bool,
 }
 
 /// What an outgoing event needs to say about itself to be queued.
@@ -388,6 +390,7 @@ impl Shared {
             now,
             deadline,
             ts_ms: meta.ts.unwrap_or(wall_ms),
+            own_ts: meta.ts.is_some(),
         }
     }
 
@@ -412,6 +415,7 @@ impl Shared {
         let header = Header {
             ts_ms: stamp.ts_ms,
             entries,
+            own_ts: stamp.own_ts,
         };
         let size = crate::codec::message_len(header, body_len, tail.len());
         if size > config.max_outgoing_message {

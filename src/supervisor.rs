@@ -220,7 +220,14 @@ fn prepare_reconnect(shared: &Shared) {
             written_through,
             ..
         } = &mut *ob;
-        let n = ring.restore();
+        // A restored value is a new message about the current state: it
+        // gets the time it is sent again, unless it carries its own `ts`.
+        let now_ms = clock::wall_ms(clock::now_ns());
+        let n = ring.restore(|h| {
+            if !h.own_ts {
+                h.ts_ms = now_ms;
+            }
+        });
         *written_through = (*written_through).min(ring.head_seq());
         if n > 0 {
             tracing::info!(restored = n, "restoring the latest value of each key");

@@ -334,6 +334,7 @@ mod tests {
         Header {
             ts_ms: 1_700_000_000_000,
             entries: 1,
+            own_ts: false,
         }
     }
 

@@ -1117,6 +1117,60 @@ async fn close_while_reconnecting_delivers_within_its_timeout() {
     .await;
 }
 
+/// Issue 13, item 9: a restored value kept the `ts` it was first sent with,
+/// seconds old after a reconnect, which skewed latencies computed from it.
+/// A restored value is a new message about the current state: it gets the
+/// time it is sent again, unless the event set its own `ts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_values_carry_the_time_they_are_sent_again() {
+    let _serial = serial().await;
+    bounded(30, async {
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let addr = server.addr();
+        let client = client_for(server.uri()).await;
+        client.publish(&pose(1, 10)).unwrap();
+        client
+            .publish(
+                &DynEvent::new("POSE")
+                    .key(key_name(2))
+                    .value(20)
+                    .ts(12_345)
+                    .latest(),
+            )
+            .unwrap();
+        wait_received(&server, "both poses", |log| {
+            log.iter().filter(|r| r.event.etype() == "POSE").count() == 2
+        })
+        .await;
+        let first_ts = |log: &[Received], k: usize| {
+            log.iter()
+                .find(|r| pose_key(r) == Some(k))
+                .map(|r| r.event.ts().unwrap())
+                .unwrap()
+        };
+        let before = first_ts(&server.received(), 1);
+        let mut states = StateLog::follow(&client);
+        drop(server);
+        states
+            .until("Reconnecting", |s| {
+                matches!(s, ConnectionState::Reconnecting { .. })
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let server = rebind(addr).await;
+        wait_received(&server, "both poses restored", |log| {
+            log.iter().filter(|r| r.event.etype() == "POSE").count() == 2
+        })
+        .await;
+        let log = server.received();
+        let after = first_ts(&log, 1);
+        assert!(after >= before + 400, "restamped: {before} then {after}");
+        assert_eq!(first_ts(&log, 2), 12_345, "an event's own ts is kept");
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Reconnect options.
 

@@ -57,6 +57,9 @@ pub(crate) struct Header {
     /// Map entries in the body and tail, not counting `ts` ([`WHOLE`]: the
     /// tail is a complete message).
     pub entries: u32,
+    /// The event set its own `ts` (else the client stamped it when it
+    /// accepted the event, and stamps a restored value again).
+    pub own_ts: bool,
 }
 
 /// `entries` for a complete pre-encoded message.
@@ -205,6 +208,7 @@ impl Payload {
         Header {
             ts_ms: self.ts_ms,
             entries: self.entries,
+            own_ts: false,
         }
     }
 

@@ -478,7 +478,11 @@ fn frames_carry_exactly_the_message_on_every_path() {
         for entries in [1u32, 2, 14, 15, 20, WHOLE] {
             for body in &bodies {
                 for tail in &tails {
-                    let h = Header { ts_ms: ts, entries };
+                    let h = Header {
+                        ts_ms: ts,
+                        entries,
+                        own_ts: true,
+                    };
                     let mut msg = Vec::new();
                     write_message(&mut msg, h, body, tail);
                     let mut frame = vec![0xee; 3]; // frames are appended

@@ -207,7 +207,7 @@ fn restore_puts_last_values_first() {
     assert_eq!(deliver(&mut r, 0), vec![1, 2]);
     push(&mut r, None, 7, 4, u64::MAX).unwrap();
     push(&mut r, k("b"), 5, 4, u64::MAX).unwrap();
-    assert_eq!(r.restore(), 1);
+    assert_eq!(r.restore(|_| {}), 1);
     // a's last value comes first; b has a newer pending value, so its old
     // one is not restored; the queued items keep their order.
     assert_eq!(deliver(&mut r, 0), vec![1, 7, 5]);
@@ -233,7 +233,7 @@ fn when_the_table_is_full_the_key_written_longest_ago_is_forgotten() {
     push(&mut r, k("c"), 3, 4, u64::MAX).unwrap();
     assert_eq!(r.key_count(), 2);
     assert_eq!(deliver(&mut r, 0), vec![3]);
-    assert_eq!(r.restore(), 2);
+    assert_eq!(r.restore(|_| {}), 2);
     assert_eq!(deliver(&mut r, 0), vec![2, 3]);
     check_identity(&r);
 }
@@ -266,7 +266,7 @@ fn a_forgotten_keys_value_in_flight_never_comes_back_under_another_key() {
     // unwritten, so it has no value to restore.
     push(&mut r, k("d"), 6, 4, 0).unwrap();
     assert_eq!(deliver(&mut r, 1), Vec::<u32>::new());
-    let restored = r.restore();
+    let restored = r.restore(|_| {});
     let values = deliver(&mut r, 0);
     assert_eq!(restored, values.len());
     assert_eq!(
@@ -433,7 +433,7 @@ proptest! {
                         .collect();
                     // Oldest first: values are numbered in publish order.
                     restore.sort_by_key(|x| x.1);
-                    let n = r.restore();
+                    let n = r.restore(|_| {});
                     prop_assert_eq!(n, restore.len());
                     let mut line: Vec<_> = restore.into_iter().map(|(k, v, s)| (Some(k), v, s, u64::MAX)).collect();
                     line.append(&mut m.line);

@@ -48,6 +48,7 @@ fn header() -> Header {
     Header {
         ts_ms: 0,
         entries: WHOLE,
+        own_ts: false,
     }
 }
 
