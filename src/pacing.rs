@@ -361,6 +361,26 @@ impl Pacer {
         Some(self.last_probe_ns.map_or(0, |l| l + self.interval_ns()))
     }
 
+    /// How many more bytes the sender may put in the pipe now (`None`: no
+    /// limit, pacing is off); it takes at least one event whatever this
+    /// says. Before the rate is known, twice what the server has confirmed
+    /// on this connection (slow start: the allowance doubles with every
+    /// round the server confirms, from one event); then what the server
+    /// reads in `max_delay` at its measured rate. Without it, the first
+    /// round after a hold took everything queued: against a reader of one
+    /// message per second, 5 000 reliable events, whose pong came long
+    /// after keepalive had given up.
+    pub(crate) fn allowance(&mut self, now_ns: u64) -> Option<u64> {
+        let cfg = self.cfg?;
+        self.update_rate(now_ns);
+        let limit = if self.rate > 0.0 {
+            ((self.rate * nanos(cfg.max_delay) as f64) as u64).min(cfg.max_pipe_bytes)
+        } else {
+            self.acked.saturating_mul(2).min(cfg.max_pipe_bytes)
+        };
+        Some(limit.saturating_sub(self.in_pipe()))
+    }
+
     /// May the sender write now? When it must hold and no probe is out,
     /// it sends one at once (see [`Pacer::has_probe`]): nothing else would
     /// confirm what is in the pipe.

@@ -315,6 +315,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         pacer.acked(acked, now);
         let decision = pacer.decide(now);
         let hold = matches!(decision, Decision::Hold { .. });
+        let allowance = pacer
+            .allowance(now)
+            .map_or(usize::MAX, |a| usize::try_from(a).unwrap_or(usize::MAX));
         telemetry.maybe_publish(now, &pacer, &ctx, counters);
 
         // Closing: what was accepted is delivered (and confirmed) until the
@@ -342,9 +345,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             let close_reply = ob.control.close.take();
             let closing = ob.closing;
             if close_reply.is_none() && !hold && !out_of_time {
-                // No more than the confirmation budget has room for (all of
-                // it, in O(1), except right after a reconnect).
-                ob.ring.take_up_to(&mut inflight.batch, room.0, room.1);
+                // No more than the confirmation budget has room for, nor
+                // than pacing allows (at least one event; all of what is
+                // queued, in O(1), when it fits).
+                ob.ring
+                    .take_up_to(&mut inflight.batch, room.0, room.1.min(allowance));
             }
             let parked = held.as_ref().is_some_and(|w| w.pending.is_empty())
                 && inflight.batch.is_empty()

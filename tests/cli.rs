@@ -354,6 +354,56 @@ async fn listen_ends_on_timeout_and_on_server_close() {
 // ---------------------------------------------------------------- stream
 
 #[tokio::test]
+async fn a_stream_against_a_server_that_stopped_reading_ends_when_it_says() {
+    // Issue 13, item 8: `stream --reliable --reconnect --duration 150`
+    // against a server that stopped reading never exited (its final flush
+    // waited forever).
+    bounded(30, async {
+        let server = local(ServerOptions::default()).await;
+        server.pause_reading();
+        let uri = server.uri();
+        let t = std::time::Instant::now();
+        let o = run(&[
+            "--uri",
+            &uri,
+            "--reconnect",
+            "--close-timeout",
+            "1",
+            "stream",
+            "--reliable",
+            "--rate",
+            "2000",
+            "--duration",
+            "2",
+        ])
+        .await;
+        let took = t.elapsed();
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(stderr(&o).contains("never sent"), "{}", stderr(&o));
+        // --duration, then --close-timeout: 3 s, plus the process's start.
+        assert!(took < Duration::from_millis(3800), "{took:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn listen_ends_at_its_timeout_against_a_server_that_answers_no_ping() {
+    // Issue 13, item 8: `listen --timeout 6` ended after 15 s against such
+    // a server (Python's websockets with its pongs dropped).
+    let _py = python_lock().await;
+    bounded(60, async {
+        let port = common::free_port();
+        let py = PyServer::run_plain("slow_reader.py", &["1000", "nopong"], port).await;
+        let t = std::time::Instant::now();
+        let o = run(&["--uri", &py.uri(), "listen", "--timeout", "2"]).await;
+        let took = t.elapsed();
+        assert_ok(&o);
+        assert!(took < Duration::from_millis(2800), "{took:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn stream_reliable_delivers_every_pose_in_order() {
     bounded(60, async {
         let server = common::quiet_server().await;

@@ -94,6 +94,13 @@ pub struct Common {
     #[arg(long, global = true, value_name = "S", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: f64,
 
+    /// Seconds the final close may take: delivering what is still queued
+    /// and having it confirmed (reconnecting at once with --reconnect),
+    /// then the close handshake. Events it could not deliver are reported
+    /// (exit 4).
+    #[arg(long, global = true, value_name = "S", default_value = "5", value_parser = parse_secs)]
+    pub close_timeout: f64,
+
     /// Sets a field of the INIT client info, e.g. `client="rust-teleop"`
     /// for `@app.spawn(client="rust*")`. VALUE is JSON, or a plain string
     /// when it is not valid JSON. Repeatable.
@@ -104,7 +111,7 @@ pub struct Common {
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Send one event, wait until it is written, close cleanly.
+    /// Send one event, close once the server has confirmed it.
     Send(SendArgs),
     /// Print the events the server sends, one per line.
     Listen(ListenArgs),
@@ -165,7 +172,8 @@ pub struct ListenArgs {
     /// Stop after N events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// Stop after S seconds (exit code 6 if --count was not reached).
+    /// Stop after S seconds (exit code 6 if --count was not reached), then
+    /// close: at most --close-timeout more, less when the server answers.
     #[arg(long, value_name = "S", value_parser = parse_secs)]
     pub timeout: Option<f64>,
 }
@@ -190,7 +198,8 @@ pub struct StreamArgs {
     /// the send rate (default: as fast as read).
     #[arg(long, value_name = "HZ", value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Stop after S seconds (default: run until Ctrl-C, or the end of --from).
+    /// Publish for S seconds (default: until Ctrl-C, or the end of
+    /// --from), then close: at most --close-timeout more.
     #[arg(long, value_name = "S", value_parser = parse_secs)]
     pub duration: Option<f64>,
     /// Stop after N events in total.
@@ -222,7 +231,8 @@ pub struct RecordArgs {
     /// Stop after N events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// Stop after S seconds (exit code 6 if --count was not reached).
+    /// Stop after S seconds (exit code 6 if --count was not reached), then
+    /// close: at most --close-timeout more, less when the server answers.
     #[arg(long, value_name = "S", value_parser = parse_secs)]
     pub timeout: Option<f64>,
 }

@@ -25,6 +25,7 @@ pub fn builder(common: &Common) -> Result<ClientBuilder, CliError> {
     let mut b = VuerClient::builder()
         .uri(uri(common))
         .connect_timeout(Duration::from_secs_f64(common.connect_timeout.max(0.001)))
+        .close_timeout(Duration::from_secs_f64(common.close_timeout.max(0.001)))
         .reconnect(common.reconnect.then(Reconnect::default));
     if common.insecure {
         b = b.tls_verify(false);

@@ -35,12 +35,9 @@ pub async fn run(common: &Common, args: SendArgs) -> Result<(), CliError> {
         event = event.key(key);
     }
     let client = connect::connect(common, |b| b).await?;
-    let sent = async {
-        client.send(&event).await?;
-        client.flush().await?;
-        Ok::<_, CliError>(())
-    }
-    .await;
+    // close() delivers it and waits for the server's confirmation, within
+    // --close-timeout.
+    let sent = client.send(&event).await.map_err(CliError::from);
     let closed = connect::close(&client).await;
     sent?;
     closed?;

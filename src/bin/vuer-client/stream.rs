@@ -68,10 +68,9 @@ pub async fn run(common: &Common, args: StreamArgs) -> Result<(), CliError> {
     .await
 }
 
-/// The end of `stream` and `replay`: waits until what was queued is
-/// written (unless the connection was lost, or Ctrl-C), closes, prints the
-/// summary, and reports the first error: producing, flushing, closing,
-/// printing.
+/// The end of `stream` and `replay`: closes (delivering what is still
+/// queued, within --close-timeout; Ctrl-C cuts it short), prints the
+/// summary, and reports the first error: producing, closing, printing.
 pub async fn finish(
     client: &VuerClient,
     command: &str,
@@ -80,21 +79,15 @@ pub async fn finish(
     json: bool,
     interrupt: &mut Interrupt,
 ) -> Result<(), CliError> {
-    let flushed = if matches!(produced, Err(CliError::Lost(_))) {
-        Ok(())
-    } else {
-        tokio::select! {
-            r = client.flush() => r.map_err(CliError::from),
-            _ = interrupt.wait() => Err(CliError::Interrupted),
-        }
-    };
     let elapsed = start.elapsed().as_secs_f64();
-    let closed = connect::close(client).await;
+    let closed = tokio::select! {
+        r = connect::close(client) => r,
+        _ = interrupt.wait() => Err(CliError::Interrupted),
+    };
     // After close: nothing is pending any more, every figure is final.
     let stats = client.stats();
     let printed = crate::output::out(&report::summary(command, &stats, elapsed, json));
     produced?;
-    flushed?;
     closed?;
     printed
 }
