@@ -168,7 +168,7 @@ pub struct VuerClient {
 impl std::fmt::Debug for VuerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VuerClient")
-            .field("uri", &self.shared.config.uri)
+            .field("uri", &self.shared.uri_shown)
             .field("state", &*self.shared.state.borrow())
             .finish()
     }
@@ -394,9 +394,10 @@ impl VuerClient {
         self.shared.stats()
     }
 
-    /// The URI this client connects to.
+    /// The URI this client connects to, as it may be shown: credentials
+    /// and the query redacted ([`redact_uri`](crate::redact_uri)).
     pub fn uri(&self) -> &str {
-        &self.shared.config.uri
+        &self.shared.uri_shown
     }
 
     /// Closes the connection gracefully and says whether everything
@@ -532,7 +533,7 @@ pub struct Publisher {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("uri", &self.shared.config.uri)
+            .field("uri", &self.shared.uri_shown)
             .finish()
     }
 }

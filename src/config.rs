@@ -54,7 +54,7 @@ impl std::fmt::Debug for TlsOptions {
 }
 
 /// The full configuration (built by [`ClientBuilder`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub uri: String,
     pub connect_timeout: Duration,
@@ -82,6 +82,28 @@ pub(crate) struct Config {
     pub restore_state: bool,
     pub retry_first_connect: bool,
     pub pacing: Option<Pacing>,
+}
+
+impl std::fmt::Debug for Config {
+    /// The URI redacted ([`redact_uri`](crate::redact_uri)) and header
+    /// values hidden: they may carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("Config")
+            .field("uri", &crate::redact_uri(&self.uri))
+            .field("headers", &headers)
+            .field("tls", &self.tls)
+            .field("queue", &self.queue)
+            .field("overflow", &self.overflow)
+            .field("pacing", &self.pacing)
+            .field("reconnect", &self.reconnect)
+            .field("close_timeout", &self.close_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {

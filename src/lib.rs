@@ -126,6 +126,7 @@ pub use config::{
     default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
 };
+pub use connection::redact_uri;
 pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};
 pub use error::{
     CloseError, ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError,

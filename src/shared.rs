@@ -147,6 +147,8 @@ impl ConnCtx {
 
 pub(crate) struct Shared {
     pub config: Config,
+    /// The URI as it may be shown ([`crate::redact_uri`]).
+    pub uri_shown: String,
     pub outbox: parking_lot::Mutex<Outbox>,
     /// Wakes the sender task.
     pub wake_sender: Notify,
@@ -243,6 +245,7 @@ impl Shared {
             close_deadline_ns: AtomicU64::new(0),
             supervisor_gone: CancellationToken::new(),
             last_error: Mutex::new(None),
+            uri_shown: crate::redact_uri(&config.uri),
             config,
         }
     }

@@ -73,7 +73,7 @@ async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
     let mut attempts_total = 0u64;
     while let Some(conn) = next.take() {
         Counters::add(&shared.counters.connects, 1);
-        tracing::info!(uri = %target.uri, peer = %conn.peer, "connected");
+        tracing::info!(uri = %target.shown, peer = %conn.peer, "connected");
         if !matches!(*shared.state.borrow(), ConnectionState::Connected) {
             shared.set_state(ConnectionState::Connected);
         }

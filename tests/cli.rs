@@ -220,6 +220,40 @@ async fn connect_refused_is_one_line_and_exit_code_3() {
 }
 
 #[tokio::test]
+async fn uri_secrets_appear_in_no_cli_output() {
+    // Issue 14, item 6: the whole URI appeared in CLI messages.
+    bounded(60, async {
+        let port = common::free_port();
+        for uri in [
+            format!("ws://127.0.0.1:{port}/?token=s3cr3t"),
+            format!("ws://robot:hunter2@127.0.0.1:{port}/"),
+        ] {
+            let o = run(&["-vvv", "--uri", &uri, "send", "X", "1"]).await;
+            assert!(!o.status.success());
+            let all = format!("{}{}", stdout(&o), stderr(&o));
+            assert!(!all.contains("s3cr3t") && !all.contains("hunter2"), "{all}");
+        }
+        let server = local(ServerOptions::default()).await;
+        let uri = format!("{}/?token=s3cr3t", server.uri().trim_end_matches('/'));
+        let o = run(&[
+            "-vvv",
+            "--uri",
+            &uri,
+            "bench",
+            "--duration",
+            "0.3",
+            "--json",
+        ])
+        .await;
+        assert_ok(&o);
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(all.contains("?<redacted>"), "{all}");
+        assert!(!all.contains("s3cr3t"), "{all}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn usage_errors_exit_2_without_connecting() {
     bounded(30, async {
         // Nothing listens here: a usage error must be reported before any

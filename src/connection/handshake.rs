@@ -30,7 +30,7 @@ pub(crate) async fn upgrade(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Result<(Transport, Bytes), ConnectError> {
-    let uri = target.uri.clone();
+    let uri = target.shown.clone();
     let key = fastwebsockets::handshake::generate_key();
     let mut req = Request::builder()
         .method("GET")

@@ -20,10 +20,41 @@ use tokio_rustls::client::TlsStream;
 use crate::config::Config;
 use crate::error::ConnectError;
 
+/// A URI as it may be shown in logs, errors and `Debug` output: a user
+/// name and password (`user:pass@`) become `***@`, a query (`?token=...`)
+/// becomes `?<redacted>`, and a fragment is dropped. The client uses the
+/// URI as given to connect; this is only for showing it.
+///
+/// ```
+/// assert_eq!(
+///     vuer_client::redact_uri("wss://me:pw@robot:8012/ws?token=s3cr3t#x"),
+///     "wss://***@robot:8012/ws?<redacted>"
+/// );
+/// ```
+pub fn redact_uri(uri: &str) -> String {
+    let (scheme, rest) = match uri.find("://") {
+        Some(i) => uri.split_at(i + 3),
+        None => ("", uri),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(i) => format!("***@{}", &authority[i + 1..]),
+        None => authority.to_owned(),
+    };
+    let tail = tail.split('#').next().unwrap_or("");
+    let tail = match tail.find('?') {
+        Some(i) => format!("{}?<redacted>", &tail[..i]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
 /// Where to connect, parsed from a `ws://` or `wss://` URI.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
-    pub uri: String,
+    /// The URI as shown in logs and errors ([`redact_uri`]).
+    pub shown: String,
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -33,13 +64,21 @@ pub(crate) struct Target {
 
 impl Target {
     pub(crate) fn parse(uri: &str) -> Result<Target, ConnectError> {
+        let shown = redact_uri(uri);
         let bad = |reason: &str| ConnectError::InvalidUri {
-            uri: uri.to_owned(),
+            uri: shown.clone(),
             reason: reason.to_owned(),
         };
         let parsed: hyper::Uri = uri
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+        if parsed.authority().is_some_and(|a| a.as_str().contains('@')) {
+            // Neither Vuer nor this client use them: refused rather than
+            // silently dropped, and never echoed.
+            return Err(bad(
+                "a user name or password in the URI is not supported (pass credentials with ClientBuilder::header)",
+            ));
+        }
         let tls = match parsed.scheme_str() {
             Some("ws") | Some("http") => false,
             Some("wss") | Some("https") => true,
@@ -63,7 +102,7 @@ impl Target {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "/".to_owned());
         Ok(Target {
-            uri: uri.to_owned(),
+            shown,
             tls,
             // IPv6 literals come bracketed; sockets and TLS want them bare.
             host: host
@@ -140,7 +179,7 @@ pub(crate) struct Connection {
 
 /// Connects, upgrades and splits.
 pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connection, ConnectError> {
-    let uri = &target.uri;
+    let uri = &target.shown;
     let timeout = config.connect_timeout;
     let addrs = tokio::time::timeout(
         timeout,

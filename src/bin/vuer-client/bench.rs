@@ -772,7 +772,8 @@ async fn bench(
         verdict = Err(CliError::Interrupted);
     }
     let report = Report {
-        uri: uri.to_owned(),
+        // Shown, so without credentials or a query.
+        uri: vuer_client::redact_uri(uri),
         local: local.is_some(),
         reliable: args.reliable,
         keys: args.keys,
