@@ -160,7 +160,7 @@ impl<T: sealed::Encode + ?Sized> Outgoing for T {}
 /// # Ok(()) }
 /// ```
 pub struct VuerClient {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     next: ReusableBoxFuture<'static, Option<ServerEvent>>,
     next_armed: bool,
 }
@@ -340,6 +340,9 @@ impl VuerClient {
     /// The answer is sent with the request's `rtype` as etype (or
     /// `<etype>_RESPONSE@<uuid>`) and echoes its `key`. For slow answers,
     /// [`subscribe`](Self::subscribe) and [`respond`](Self::respond) instead.
+    /// If `answer` panics, the panic is logged (and shown in
+    /// [`Stats::last_error`](crate::Stats::last_error)), the request is not
+    /// answered, and the connection goes on.
     pub fn answer_rpc<F>(&self, pattern: &str, answer: F)
     where
         F: Fn(&ServerEvent) -> Option<Value> + Send + Sync + 'static,
@@ -421,7 +424,7 @@ impl VuerClient {
         self.shared.begin_close();
         let slack = Duration::from_millis(250);
         let reason = match tokio::time::timeout(
-            self.shared.close_time_left() + slack,
+            self.shared.close_time_left().saturating_add(slack),
             wait_closed(&self.shared),
         )
         .await
@@ -491,7 +494,8 @@ impl Drop for VuerClient {
             return;
         }
         let wait = || {
-            let deadline = std::time::Instant::now() + shared.close_time_left();
+            let now = std::time::Instant::now();
+            let deadline = now.checked_add(shared.close_time_left()).unwrap_or(now);
             let _ = block_on_until(wait_closed(shared), deadline);
         };
         match tokio::runtime::Handle::try_current() {

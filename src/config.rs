@@ -11,6 +11,19 @@ use crate::error::ConnectError;
 use crate::ring::{Overflow, RingLimits};
 use crate::{Pacing, Reconnect, Value, VuerClient};
 
+/// The longest duration a setting takes; longer ones are clamped to it (100
+/// years), so that no deadline computed from a setting overflows.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+fn clamp_duration(d: Duration) -> Duration {
+    d.min(MAX_DURATION)
+}
+
+/// The largest [`ClientBuilder::max_queued_bytes`]: 1 GiB. The ring
+/// addresses queued bodies with 32-bit offsets, and its arena holds up to
+/// twice what is live before it compacts.
+pub const MAX_QUEUED_BYTES_LIMIT: usize = 1 << 30;
+
 /// Default server URI, as in the Python client.
 pub const DEFAULT_URI: &str = "ws://localhost:8012";
 /// Default inbound message limit (Python client's `WEBSOCKET_MAX_SIZE`).
@@ -225,7 +238,7 @@ impl ClientBuilder {
     /// Time allowed for each stage of connecting (resolution, TCP, TLS, the
     /// upgrade). Default: 10 s.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.config.connect_timeout = t;
+        self.config.connect_timeout = clamp_duration(t);
         self
     }
 
@@ -347,7 +360,9 @@ impl ClientBuilder {
     /// whatever the producer or the server does. An event larger than this
     /// alone is refused at once with
     /// [`PublishError::LargerThanQueue`](crate::PublishError::LargerThanQueue),
-    /// by `send().await` and `send_blocking` too (it could never fit).
+    /// by `send().await` and `send_blocking` too (it could never fit). At
+    /// most [`MAX_QUEUED_BYTES_LIMIT`] (1 GiB); more is refused when
+    /// connecting.
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.config.queue.max_bytes = n.max(1);
         self
@@ -380,7 +395,7 @@ impl ClientBuilder {
     /// set their own ([`Event::max_age`](crate::Event::max_age)). Default:
     /// none (events never expire).
     pub fn max_age(mut self, age: Duration) -> Self {
-        self.config.max_age = Some(age);
+        self.config.max_age = Some(clamp_duration(age));
         self
     }
 
@@ -398,7 +413,7 @@ impl ClientBuilder {
     /// values coalesce in between. Default: none (write as soon as anything
     /// is queued: lowest latency).
     pub fn max_flush_rate(mut self, per_second: f64) -> Self {
-        self.config.max_flush_rate = (per_second > 0.0).then_some(per_second);
+        self.config.max_flush_rate = Some(per_second);
         self
     }
 
@@ -424,7 +439,7 @@ impl ClientBuilder {
     /// confirmation still send theirs; without those, keepalive then
     /// depends on the server sending something).
     pub fn ping_interval(mut self, every: Option<Duration>) -> Self {
-        self.config.ping_interval = every;
+        self.config.ping_interval = every.map(clamp_duration);
         self
     }
 
@@ -441,7 +456,7 @@ impl ClientBuilder {
     /// shorter, but with pacing off and a slow server, raise it. Default:
     /// 15 s (three ping intervals). `None` never times out.
     pub fn keepalive_timeout(mut self, t: Option<Duration>) -> Self {
-        self.config.keepalive_timeout = t;
+        self.config.keepalive_timeout = t.map(clamp_duration);
         self
     }
 
@@ -453,7 +468,7 @@ impl ClientBuilder {
     /// (plus scheduling slack), and says what it could not deliver.
     /// Default: 5 s.
     pub fn close_timeout(mut self, t: Duration) -> Self {
-        self.config.close_timeout = t;
+        self.config.close_timeout = clamp_duration(t);
         self
     }
 
@@ -494,7 +509,11 @@ impl ClientBuilder {
     /// [`connect`](Self::connect) reports its error (see
     /// [`retry_first_connect`](Self::retry_first_connect)).
     pub fn reconnect(mut self, policy: Option<Reconnect>) -> Self {
-        self.config.reconnect = policy;
+        self.config.reconnect = policy.map(|mut p| {
+            p.initial_delay = clamp_duration(p.initial_delay);
+            p.max_delay = clamp_duration(p.max_delay);
+            p
+        });
         self
     }
 
@@ -506,7 +525,12 @@ impl ClientBuilder {
     /// then a slow server's buffers fill with old values, and ages grow with
     /// the length of the run.
     pub fn pacing(mut self, pacing: Option<Pacing>) -> Self {
-        self.config.pacing = pacing;
+        self.config.pacing = pacing.map(|mut p| {
+            p.max_delay = clamp_duration(p.max_delay);
+            p.probe_interval = clamp_duration(p.probe_interval);
+            p.probe_timeout = clamp_duration(p.probe_timeout);
+            p
+        });
         self
     }
 
@@ -530,9 +554,67 @@ impl ClientBuilder {
         self
     }
 
+    /// Refuses the settings that cannot work, with a message naming the
+    /// setting (and never echoing a header's value). Durations over 100
+    /// years were clamped by their setters.
     pub(crate) fn check(&self) -> Result<(), ConnectError> {
         if let Some(e) = self.errors.first() {
             return Err(ConnectError::InvalidConfig(e.clone()));
+        }
+        let c = &self.config;
+        let bad = |m: String| Err(ConnectError::InvalidConfig(m));
+        if c.connect_timeout.is_zero() {
+            return bad("connect_timeout is zero: every connection would time out".into());
+        }
+        if c.ping_interval
+            .is_some_and(|p| p < Duration::from_millis(1))
+        {
+            return bad("ping_interval is under 1 ms (None sends no pings)".into());
+        }
+        if c.keepalive_timeout.is_some_and(|k| k.is_zero()) {
+            return bad("keepalive_timeout is zero (None never times out)".into());
+        }
+        if c.max_inbound_message == 0 || c.max_outgoing_message == 0 {
+            return bad(
+                "max_inbound_message and max_outgoing_message must be at least 1 byte".into(),
+            );
+        }
+        if c.queue.max_bytes > MAX_QUEUED_BYTES_LIMIT {
+            return bad(format!(
+                "max_queued_bytes is {}, over the limit of {MAX_QUEUED_BYTES_LIMIT}",
+                c.queue.max_bytes
+            ));
+        }
+        if let Some(rate) = c.max_flush_rate {
+            if !(rate.is_finite() && rate >= 1e-3) {
+                return bad(format!(
+                    "max_flush_rate is {rate}: it must be a finite number of writes per second, at least 0.001"
+                ));
+            }
+        }
+        if let Some(r) = &c.reconnect {
+            if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
+                return bad(format!(
+                    "Reconnect::multiplier is {}: it must be finite and at least 1",
+                    r.multiplier
+                ));
+            }
+            if !(0.0..=1.0).contains(&r.jitter) {
+                return bad(format!(
+                    "Reconnect::jitter is {}: it must be within 0 and 1",
+                    r.jitter
+                ));
+            }
+        }
+        for (name, value) in &c.headers {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad(format!("header {name:?} is not a valid HTTP header name"));
+            }
+            if hyper::header::HeaderValue::from_str(value).is_err() {
+                return bad(format!(
+                    "the value of header {name:?} is not a valid HTTP header value"
+                ));
+            }
         }
         Ok(())
     }

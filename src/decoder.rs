@@ -232,7 +232,27 @@ fn decode_failed(shared: &Shared, e: DecodeError, text: bool, warned: &mut bool)
 async fn dispatch(shared: &Shared, ctx: &ConnCtx, ev: ServerEvent) -> Option<DecoderExit> {
     if ev.is_rpc() {
         if let Some(handler) = shared.inbound.rpc_handler_for(ev.etype()) {
-            if let Some(value) = handler(&ev) {
+            // The application's code: a panic in it is reported and the
+            // request left unanswered (the server times out, as with a
+            // browser that cannot answer); the connection goes on.
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&ev)));
+            let answer = match answer {
+                Ok(a) => a,
+                Err(p) => {
+                    let message = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(etype = ev.etype(), %message, "an RPC answerer panicked; the request is not answered");
+                    shared.set_last_error(format!(
+                        "the RPC answerer for {} panicked: {message}",
+                        ev.etype()
+                    ));
+                    None
+                }
+            };
+            if let Some(value) = answer {
                 let reply = crate::client::reply_event(&ev, value);
                 match crate::client::publish_dyn(shared, &reply) {
                     Ok(()) => Counters::add(&shared.counters.rpc_answered, 1),

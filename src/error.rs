@@ -318,6 +318,16 @@ pub enum Disconnect {
         /// or the lower limit of text messages for a text message).
         limit: usize,
     },
+    /// A task of the client panicked (a bug; please report it with the
+    /// message). The connection was dropped and, with reconnect on, is
+    /// opened again.
+    #[error("the client's {task} task panicked: {message}")]
+    TaskPanicked {
+        /// Which task: "sender", "decoder" or "supervisor".
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// Reconnecting failed and the client gave up.
     #[error("gave up reconnecting after {attempts} attempts: {last_error}")]
     GaveUp {

@@ -124,7 +124,7 @@ mod wire;
 pub use client::{encode_message, ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
 pub use config::{
     default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
-    DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI,
+    DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI, MAX_QUEUED_BYTES_LIMIT,
 };
 pub use connection::redact_uri;
 pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};

@@ -262,6 +262,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
             next_round = Instant::now() + min;
         }
 
+        #[cfg(test)]
+        if shared.panic_sender.swap(false, Ordering::Relaxed) {
+            panic!("injected by a test");
+        }
         // Back from parking: take the wire, with whatever a direct write
         // left unwritten at its front (it goes out before anything else).
         if held.is_none() {

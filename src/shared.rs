@@ -173,6 +173,9 @@ pub(crate) struct Shared {
     /// The supervisor task has ended (closed the client, or was dropped
     /// with its runtime).
     pub supervisor_gone: CancellationToken,
+    /// Tests: the sender panics at its next round.
+    #[cfg(test)]
+    pub panic_sender: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -244,6 +247,8 @@ impl Shared {
             close_deliver_by_ns: AtomicU64::new(0),
             close_deadline_ns: AtomicU64::new(0),
             supervisor_gone: CancellationToken::new(),
+            #[cfg(test)]
+            panic_sender: AtomicBool::new(false),
             last_error: Mutex::new(None),
             uri_shown: crate::redact_uri(&config.uri),
             config,
@@ -376,7 +381,7 @@ impl Shared {
         let deadline = meta
             .max_age
             .or(self.config.max_age)
-            .map_or(u64::MAX, |a| now.saturating_add(a.as_nanos() as u64));
+            .map_or(u64::MAX, |a| now.saturating_add(crate::pacing::nanos(a)));
         let key = match meta.coalesce {
             Coalesce::Never => None,
             Coalesce::Etype => Some(KeyRef {

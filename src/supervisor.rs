@@ -38,7 +38,16 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         self.shared.supervisor_gone.cancel();
-        if !self.done {
+        if !self.done && std::thread::panicking() {
+            tracing::error!("the client's supervisor task panicked; the client is closed");
+            finish(
+                &self.shared,
+                Disconnect::TaskPanicked {
+                    task: "supervisor",
+                    message: "see the log".into(),
+                },
+            );
+        } else if !self.done {
             tracing::warn!(
                 "the client's tasks were stopped (their runtime shut down) before it closed"
             );
@@ -203,7 +212,7 @@ fn resend_unconfirmed(shared: &Shared) {
 fn add_downtime(shared: &Shared, since: Instant) {
     Counters::add(
         &shared.counters.downtime_ns,
-        since.elapsed().as_nanos() as u64,
+        crate::pacing::nanos(since.elapsed()),
     );
 }
 
@@ -261,9 +270,10 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
         });
     }
     let wire = Wire::new(conn.write, conn.direct);
+    // Each in a task of its own, so that a panic in one (a bug) ends this
+    // connection with its own reason instead of taking the supervisor down.
     let mut decoder = tokio::spawn(decoder::run(shared.clone(), ctx.clone(), conn.read));
-    let sender = sender::run(shared.clone(), ctx.clone(), wire);
-    tokio::pin!(sender);
+    let mut sender = tokio::spawn(sender::run(shared.clone(), ctx.clone(), wire));
     let close_timeout = shared.config.close_timeout;
     // Waiting for the server's answer to our close frame: until the
     // close's deadline.
@@ -273,48 +283,74 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
         })
     };
 
+    // Which task has been awaited to completion (a JoinHandle must not be
+    // polled again after it returned).
+    let (mut sender_done, mut decoder_done) = (false, false);
     let reason = tokio::select! {
         // `close()` ran out of time: the connection goes.
         _ = close_deadline(shared) => {
             tracing::debug!("close deadline reached; dropping the connection");
             Disconnect::Local
         }
-        s = &mut sender => match s {
-            SenderExit::CloseSent => {
-                // Wait for the server's close frame (or the end of the stream).
-                match tokio::time::timeout(close_wait(), &mut decoder).await {
-                    Ok(_) => {}
-                    Err(_) => tracing::debug!("no close reply from the server within the close timeout"),
-                }
-                Disconnect::Local
-            }
-            SenderExit::CloseReplied => match tokio::time::timeout(close_timeout, &mut decoder).await {
-                Ok(Ok(d)) => decoder_reason(d),
-                _ => Disconnect::Protocol("close reply sent".into()),
-            },
-            SenderExit::Io(e) => {
-                // A server that closes with a close frame and then drops the
-                // connection makes our next write fail, often before the
-                // decoder has read that frame: its code says more than the
-                // write error, so give the decoder a moment (it ends at
-                // once on a dead socket).
-                match tokio::time::timeout(CLOSE_FRAME_GRACE.min(close_timeout), &mut decoder).await {
-                    Ok(Ok(DecoderExit::ServerClosed { code, reason })) => {
-                        Disconnect::ServerClosed { code, reason }
+        s = &mut sender => {
+            sender_done = true;
+            match s {
+                Err(e) => panicked("sender", e),
+                Ok(SenderExit::CloseSent) => {
+                    // Wait for the server's close frame (or the end of the stream).
+                    match tokio::time::timeout(close_wait(), &mut decoder).await {
+                        Ok(_) => decoder_done = true,
+                        Err(_) => tracing::debug!("no close reply from the server within the close timeout"),
                     }
-                    _ => Disconnect::from(e),
+                    Disconnect::Local
+                }
+                Ok(SenderExit::CloseReplied) => match tokio::time::timeout(close_timeout, &mut decoder).await {
+                    Ok(d) => {
+                        decoder_done = true;
+                        match d {
+                            Ok(d) => decoder_reason(d),
+                            Err(e) => panicked("decoder", e),
+                        }
+                    }
+                    Err(_) => Disconnect::Protocol("close reply sent".into()),
+                },
+                Ok(SenderExit::Io(e)) => {
+                    // A server that closes with a close frame and then drops the
+                    // connection makes our next write fail, often before the
+                    // decoder has read that frame: its code says more than the
+                    // write error, so give the decoder a moment (it ends at
+                    // once on a dead socket).
+                    match tokio::time::timeout(CLOSE_FRAME_GRACE.min(close_timeout), &mut decoder).await {
+                        Ok(d) => {
+                            decoder_done = true;
+                            match d {
+                                Ok(DecoderExit::ServerClosed { code, reason }) => {
+                                    Disconnect::ServerClosed { code, reason }
+                                }
+                                _ => Disconnect::from(e),
+                            }
+                        }
+                        Err(_) => Disconnect::from(e),
+                    }
+                }
+                Ok(SenderExit::Keepalive(t)) => Disconnect::KeepaliveTimeout(t),
+                Ok(SenderExit::Cancelled) => Disconnect::Local,
+            }
+        }
+        d = &mut decoder => {
+            decoder_done = true;
+            match d {
+                Err(e) => panicked("decoder", e),
+                Ok(d) => {
+                    if matches!(d, DecoderExit::ServerClosed { .. } | DecoderExit::Protocol { .. } | DecoderExit::TooBig { .. }) {
+                        // The sender writes the queued close frame, then stops.
+                        if tokio::time::timeout(close_timeout, &mut sender).await.is_ok() {
+                            sender_done = true;
+                        }
+                    }
+                    decoder_reason(d)
                 }
             }
-            SenderExit::Keepalive(t) => Disconnect::KeepaliveTimeout(t),
-            SenderExit::Cancelled => Disconnect::Local,
-        },
-        d = &mut decoder => {
-            let d = d.unwrap_or(DecoderExit::Cancelled);
-            if matches!(d, DecoderExit::ServerClosed { .. } | DecoderExit::Protocol { .. } | DecoderExit::TooBig { .. }) {
-                // The sender writes the queued close frame, then stops.
-                let _ = tokio::time::timeout(close_timeout, &mut sender).await;
-            }
-            decoder_reason(d)
         }
     };
     ctx.cancel.cancel();
@@ -325,10 +361,44 @@ async fn run_connection(shared: &Arc<Shared>, conn: Connection) -> Disconnect {
         ob.direct = None;
         ob.wire = Slot::Gone;
     }
-    // The sender future is dropped here, and with it the write half; its
-    // in-flight batch (if any) has gone back to the ring.
+    // The tasks are stopped, and waited for: once the sender's future is
+    // dropped, its in-flight batch (if any) is back in the ring, and the
+    // write half is closed.
+    sender.abort();
     decoder.abort();
+    if !sender_done {
+        if let Err(e) = sender.await {
+            if e.is_panic() {
+                tracing::error!(error = %panic_text(e), "the sender task panicked while it was stopped");
+            }
+        }
+    }
+    if !decoder_done {
+        let _ = decoder.await;
+    }
     reason
+}
+
+/// The reason for a connection whose task panicked (a bug): logged, and
+/// the connection is dropped (and, with reconnect on, opened again).
+fn panicked(task: &'static str, e: tokio::task::JoinError) -> Disconnect {
+    if !e.is_panic() {
+        return Disconnect::Local;
+    }
+    let message = panic_text(e);
+    tracing::error!(task, %message, "a task of the client panicked; dropping the connection");
+    Disconnect::TaskPanicked { task, message }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into()),
+        Err(e) => e.to_string(),
+    }
 }
 
 fn decoder_reason(d: DecoderExit) -> Disconnect {
@@ -389,7 +459,12 @@ impl Reconnect {
         let capped = base.min(self.max_delay.as_secs_f64());
         let r = jitter_unit(salt); // in [-1, 1)
         let j = self.jitter.clamp(0.0, 1.0);
-        Duration::from_secs_f64((capped * (1.0 + j * r)).max(0.0)).min(self.max_delay)
+        // Whatever the fields hold (the builder refuses a NaN multiplier or
+        // jitter, but the struct is public), no panic: an unrepresentable
+        // delay is the maximum.
+        Duration::try_from_secs_f64((capped * (1.0 + j * r)).max(0.0))
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
     }
 }
 
@@ -403,6 +478,59 @@ fn jitter_unit(salt: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_panics_is_its_own_reason_and_the_client_reconnects() {
+        // Issue 14, item 5: a panic in the sender left a client that said
+        // `connected` forever.
+        let server = crate::server::LocalServer::start(Default::default())
+            .await
+            .unwrap();
+        let client = crate::VuerClient::builder()
+            .uri(server.uri())
+            .reconnect(Some(Reconnect {
+                initial_delay: Duration::from_millis(10),
+                ..Reconnect::default()
+            }))
+            .connect()
+            .await
+            .unwrap();
+        let mut changes = client.state_changes();
+        client
+            .shared
+            .panic_sender
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        client.publish(&crate::DynEvent::new("WAKE")).unwrap();
+        let mut seen = Vec::new();
+        let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let s = changes.recv().await.unwrap();
+                seen.push(s.clone());
+                if matches!(s, ConnectionState::Connected) && seen.len() > 1 {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(reconnected.is_ok(), "{seen:?}");
+        assert!(
+            matches!(
+                &seen[0],
+                ConnectionState::Disconnected(Disconnect::TaskPanicked { task: "sender", message })
+                    if message.contains("injected")
+            ),
+            "{seen:?}"
+        );
+        // The event published as the sender panicked is delivered on the
+        // new connection.
+        let wake_seen = || server.received().iter().any(|r| r.event.etype() == "WAKE");
+        let t = std::time::Instant::now();
+        while !wake_seen() {
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", server.stats());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client.close().await.unwrap();
+    }
 
     #[test]
     fn backoff_grows_and_is_bounded() {

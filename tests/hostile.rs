@@ -1538,3 +1538,27 @@ async fn rpc_answerers_use_rtype_or_the_fallback_and_echo_the_key() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_panicking_rpc_answerer_is_reported_and_the_connection_goes_on() {
+    // Issue 14, item 5: a panic in an RPC answerer ended the connection as
+    // "closed by the client".
+    bounded(30, async {
+        let (server, mut client) = start().await;
+        client.answer_rpc("GRAB_*", |_| panic!("the answerer's own bug"));
+        server.broadcast(rpc_request("GRAB_RENDER", "u1", None, None));
+        server.broadcast_event("AFTER", Value::Nil);
+        let ev = client.recv_timeout(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(ev.etype(), "AFTER");
+        assert!(client.is_connected(), "{:?}", client.state());
+        let s = client.stats();
+        assert_eq!(s.rpc_answered, 0);
+        let err = s.last_error.unwrap_or_default();
+        assert!(
+            err.contains("panicked") && err.contains("the answerer's own bug"),
+            "{err}"
+        );
+        client.close().await.unwrap();
+    })
+    .await;
+}
