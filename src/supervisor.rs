@@ -77,16 +77,28 @@ async fn close_deadline(shared: &Shared) {
     }
 }
 
+/// A connection must stay up this long before a loss of it starts the
+/// backoff again from `initial_delay`; one lost sooner goes on where the
+/// backoff was. Resetting after every handshake let a server that closes
+/// each connection at once get 99 connections in 10 s, each "attempt 1".
+const HEALTHY_AFTER: Duration = Duration::from_secs(2);
+
 async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
     let mut next = Some(first);
     let mut attempts_total = 0u64;
+    // Attempts since the last connection that stayed up `HEALTHY_AFTER`.
+    let mut attempt = 0u32;
     while let Some(conn) = next.take() {
         Counters::add(&shared.counters.connects, 1);
         tracing::info!(uri = %target.shown, peer = %conn.peer, "connected");
         if !matches!(*shared.state.borrow(), ConnectionState::Connected) {
             shared.set_state(ConnectionState::Connected);
         }
+        let up_since = Instant::now();
         let reason = run_connection(shared, conn).await;
+        if up_since.elapsed() >= HEALTHY_AFTER {
+            attempt = 0;
+        }
         let closing = shared.close_requested.is_cancelled();
         if reason == Disconnect::Local && (closing || shared.shutdown.is_cancelled()) {
             finish(shared, reason);
@@ -102,7 +114,6 @@ async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
             finish(shared, reason);
             return;
         };
-        let mut attempt = 0u32;
         let mut last_error = reason.to_string();
         loop {
             // Closing with events still to deliver: try at once, until the
@@ -433,6 +444,10 @@ pub struct Reconnect {
     pub jitter: f64,
     /// Attempts after a connection is lost before the client gives up and
     /// closes ([`Disconnect::GaveUp`]). Default: `None` (forever).
+    ///
+    /// The count (and the backoff) start again only after a connection
+    /// stayed up for 2 s: against a server that accepts and closes at
+    /// once, attempts go on growing, and so does the delay.
     pub max_attempts: Option<u32>,
 }
 

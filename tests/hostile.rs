@@ -16,9 +16,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::bounded;
+use common::{bounded, RawPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use vuer_client::server::{server_event, LocalServer};
 use vuer_client::{
     ClientBuilder, ConnectionState, Disconnect, DynEvent, InboundPolicy, ServerEvent, Value,
@@ -1104,59 +1104,6 @@ fn backpressure_waits_for_room_for_the_whole_event() {
         assert_eq!(queued, 2);
         assert_eq!(client.stats().inbound_dropped, 0);
     }));
-}
-
-// ---------------------------------------------------------------------------
-// A raw websocket peer: the upgrade by hand, then bytes as the test wants
-// ---------------------------------------------------------------------------
-
-/// Listens on 127.0.0.1; `accept` completes one websocket upgrade by hand
-/// and hands over the socket.
-struct RawPeer {
-    listener: TcpListener,
-}
-
-impl RawPeer {
-    async fn bind() -> RawPeer {
-        RawPeer {
-            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("ws://{}", self.listener.local_addr().unwrap())
-    }
-
-    async fn accept(&self) -> TcpStream {
-        use base64::Engine;
-        use sha1::Digest;
-        let (mut s, _) = self.listener.accept().await.unwrap();
-        let mut req = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !req.ends_with(b"\r\n\r\n") {
-            let n = s.read(&mut buf[..1]).await.unwrap();
-            assert!(n > 0, "client hung up during the upgrade");
-            req.extend_from_slice(&buf[..n]);
-        }
-        let req = String::from_utf8(req).unwrap();
-        let key = req
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("no Sec-WebSocket-Key");
-        let mut sha = sha1::Sha1::new();
-        sha.update(key.as_bytes());
-        sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-        let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-        let resp = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        s.write_all(resp.as_bytes()).await.unwrap();
-        s
-    }
 }
 
 /// Reads one (masked) client frame: (first byte, unmasked payload).

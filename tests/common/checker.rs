@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -193,37 +192,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(64 << 10, r);
-    // The upgrade request.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let b = r.read_u8().await.map_err(|e| format!("handshake: {e}"))?;
-        head.push(b);
-        if head.len() > 16 << 10 {
-            return Err("handshake too long".into());
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let key = text
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_owned())
-        })
-        .ok_or("no Sec-WebSocket-Key")?;
-    let mut h = Sha1::new();
-    h.update(key.as_bytes());
-    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    use base64::Engine;
-    let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    w.write_all(resp.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    w.flush().await.map_err(|e| e.to_string())?;
+    super::accept_upgrade(&mut r, &mut w).await?;
 
     let mut frame_no = 0u64;
     loop {

@@ -287,3 +287,70 @@ pub fn self_signed_tls() -> (std::sync::Arc<rustls::ServerConfig>, Vec<u8>) {
     .unwrap();
     (std::sync::Arc::new(config), der)
 }
+
+/// Completes a websocket upgrade by hand on the server side: reads the
+/// request, answers `101` with the right `Sec-WebSocket-Accept`.
+pub async fn accept_upgrade<R, W>(r: &mut R, w: &mut W) -> Result<(), String>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use base64::Engine;
+    use sha1::Digest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = r.read_u8().await.map_err(|e| format!("handshake: {e}"))?;
+        head.push(b);
+        if head.len() > 16 << 10 {
+            return Err("handshake too long".into());
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let key = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_owned())
+        })
+        .ok_or("no Sec-WebSocket-Key")?;
+    let mut h = sha1::Sha1::new();
+    h.update(key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    w.write_all(resp.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    w.flush().await.map_err(|e| e.to_string())
+}
+
+/// Listens on 127.0.0.1; `accept` completes one websocket upgrade by hand
+/// and hands over the socket, for tests that write and read bytes as they
+/// want.
+pub struct RawPeer {
+    pub listener: tokio::net::TcpListener,
+}
+
+impl RawPeer {
+    pub async fn bind() -> RawPeer {
+        RawPeer {
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("ws://{}", self.listener.local_addr().unwrap())
+    }
+
+    pub async fn accept(&self) -> tokio::net::TcpStream {
+        let (mut s, _) = self.listener.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        accept_upgrade(&mut r, &mut w).await.unwrap();
+        s
+    }
+}
