@@ -153,5 +153,28 @@ fn publish(c: &mut Criterion) {
     rt.block_on(client.close()).ok();
 }
 
-criterion_group!(benches, ring_ops, encode, publish);
+/// The masking key of every frame: the cryptographic generator the client
+/// uses (`rand`'s `StdRng`, ChaCha12, block-buffered) against the xorshift64*
+/// it replaced (RFC 6455 §10.3 wants keys an attacker cannot predict).
+fn mask(c: &mut Criterion) {
+    use rand::{rngs::StdRng, RngCore, SeedableRng};
+    let mut g = c.benchmark_group("mask");
+    g.throughput(Throughput::Elements(1));
+    let mut chacha = StdRng::from_entropy();
+    g.bench_function("chacha12_stdrng", |b| {
+        b.iter(|| black_box(chacha.next_u32().to_ne_bytes()))
+    });
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    g.bench_function("xorshift64star_previous", |b| {
+        b.iter(|| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            black_box(((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32).to_ne_bytes())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ring_ops, encode, publish, mask);
 criterion_main!(benches);
