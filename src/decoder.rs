@@ -294,6 +294,14 @@ fn closed(shared: &Shared, ctx: &ConnCtx, payload: &[u8]) -> DecoderExit {
         1 => return protocol(shared, 1002, "close frame with a 1-byte payload"),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !valid_close_code(code) {
+                // RFC 6455 §7.4: a code that may not appear on the wire.
+                return protocol(
+                    shared,
+                    1002,
+                    &format!("close frame with invalid code {code}"),
+                );
+            }
             match std::str::from_utf8(&payload[2..]) {
                 Ok(r) => (code, r.to_owned()),
                 Err(_) => return protocol(shared, 1007, "close reason is not UTF-8"),
@@ -311,6 +319,14 @@ fn closed(shared: &Shared, ctx: &ConnCtx, payload: &[u8]) -> DecoderExit {
     };
     queue_close(shared, reply, "");
     DecoderExit::ServerClosed { code, reason }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 §7.4.1 and
+/// the IANA registry): the defined codes except those reserved for local
+/// use (1004, 1005, 1006, 1015), and the 3000–4999 range for libraries and
+/// applications.
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn queue_close(shared: &Shared, code: u16, reason: &str) {

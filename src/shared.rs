@@ -496,6 +496,9 @@ impl Shared {
         if !wire.pending.is_empty() || !wire.has_direct() {
             return DirectOutcome::No;
         }
+        // The sender follows wall-clock steps when it writes; a stream whose
+        // every event goes this way must too.
+        clock::resync(now);
         let mark = wire.pending.mark();
         ring.take_all(&mut d.batch);
         for slot in d.batch.slots() {
@@ -779,5 +782,72 @@ impl Outbox {
     /// Takes back a refusal that `send().await` turns into a wait.
     pub(crate) fn ring_unreject(&mut self) {
         self.ring.uncount_rejected();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::clock;
+
+    /// The one test that steps the wall clock (a process-wide switch), so
+    /// it also checks the derived clock on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sparse_direct_stream_follows_a_wall_clock_step() {
+        clock::force_resync();
+        let real = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let derived = clock::wall_ms(clock::now_ns());
+        assert!(
+            derived.abs_diff(real()) < 50,
+            "derived {derived} real {}",
+            real()
+        );
+
+        // Issue 14, item 13: only the sender's batch path resynced, so a
+        // stream whose every event was written directly never followed a
+        // step of the wall clock.
+        let server = crate::server::LocalServer::start(Default::default())
+            .await
+            .unwrap();
+        let client = crate::VuerClient::connect(&server.uri()).await.unwrap();
+        let sparse = |i: i64| crate::DynEvent::new("SPARSE").value(i);
+        client.publish(&sparse(0)).unwrap();
+        const HOUR: i64 = 3_600_000;
+        clock::STEP_MS.store(HOUR, Ordering::Relaxed);
+        for i in 1..=30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.publish(&sparse(i)).unwrap();
+        }
+        assert!(
+            server
+                .wait_until(|s| s.events >= 32, Duration::from_secs(5))
+                .await,
+            "{:?}",
+            server.stats()
+        );
+        clock::STEP_MS.store(0, Ordering::Relaxed);
+        clock::force_resync();
+        let ts: Vec<i64> = server
+            .received()
+            .iter()
+            .filter(|r| r.event.etype() == "SPARSE")
+            .map(|r| r.event.ts().unwrap())
+            .collect();
+        let s = client.stats();
+        assert!(s.direct_writes >= 25, "{s:?}");
+        let last = *ts.last().unwrap();
+        assert!(
+            last >= ts[0] + HOUR,
+            "the last ts {last} did not follow the step from {}",
+            ts[0]
+        );
+        client.close().await.unwrap();
     }
 }

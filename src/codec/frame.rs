@@ -121,10 +121,13 @@ pub(crate) fn write_control(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], m
 pub(crate) fn write_close(out: &mut Vec<u8>, code: u16, reason: &str, mask: [u8; 4]) {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
-    let mut r = &reason[..reason.len().min(123)];
-    while !r.is_empty() && std::str::from_utf8(r.as_bytes()).is_err() {
-        r = &r[..r.len() - 1];
+    // At most 123 bytes, cut at a character boundary (slicing a `str`
+    // inside a character panics).
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    let r = &reason[..end];
     payload.extend_from_slice(r.as_bytes());
     write_control(out, Opcode::Close, &payload, mask);
 }
@@ -183,6 +186,19 @@ mod tests {
         assert_eq!(op, 8);
         assert_eq!(&data[..2], &1000u16.to_be_bytes());
         assert_eq!(&data[2..], b"bye");
+    }
+
+    #[test]
+    fn a_long_close_reason_is_cut_at_a_character_boundary() {
+        // Issue 14, item 13: the reason was sliced at byte 123, inside a
+        // character: a panic.
+        let reason = "é".repeat(100);
+        let mut out = Vec::new();
+        write_close(&mut out, 1000, &reason, [1, 2, 3, 4]);
+        let (_, data) = unframe(&out);
+        assert!(data.len() <= 125);
+        let cut = std::str::from_utf8(&data[2..]).unwrap();
+        assert!(reason.starts_with(cut) && cut.len() >= 122, "{}", cut.len());
     }
 
     #[test]
