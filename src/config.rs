@@ -362,7 +362,9 @@ impl ClientBuilder {
     /// [`PublishError::LargerThanQueue`](crate::PublishError::LargerThanQueue),
     /// by `send().await` and `send_blocking` too (it could never fit). At
     /// most [`MAX_QUEUED_BYTES_LIMIT`] (1 GiB); more is refused when
-    /// connecting.
+    /// connecting. The last values kept for state restore are bounded by it
+    /// too (the least recently retained are dropped first, counted in
+    /// [`Stats::retained_evicted`](crate::Stats::retained_evicted)).
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.config.queue.max_bytes = n.max(1);
         self

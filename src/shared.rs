@@ -659,6 +659,7 @@ impl Shared {
             rpc_answered: g(&c.rpc_answered),
             unconfirmed: unconfirmed as u64,
             resent: g(&c.resent),
+            retained_evicted: ring.retained_evicted,
             unconfirmed_lost: g(&c.unconfirmed_lost),
             pings_sent: g(&c.pings_sent),
             pongs_received: g(&c.pongs_received),

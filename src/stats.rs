@@ -75,6 +75,10 @@ pub struct Stats {
     /// answer to a later ping proves it read them). If the connection is
     /// lost, they are written again on the next one.
     pub unconfirmed: u64,
+    /// Retained last values dropped from the state restore (the next
+    /// reconnect does not send them again) to keep what is retained within
+    /// `max_queued_bytes`. Not events: not part of the identity above.
+    pub retained_evicted: u64,
     /// Reliable events written and never confirmed when the client closed
     /// for good (the server may or may not have read them; see
     /// [`CloseError`](crate::CloseError)). They count as `sent`.

@@ -425,17 +425,34 @@ proptest! {
                     r.requeue(&mut b);
                 }
                 Op::Restore => {
-                    let mut restore: Vec<(u8, u32, usize)> = m
-                        .last
-                        .iter()
-                        .filter(|(k, _)| !m.line.iter().any(|x| x.0 == Some(**k)))
-                        .map(|(k, (v, s))| (*k, *v, *s))
-                        .collect();
-                    // Oldest first: values are numbered in publish order.
-                    restore.sort_by_key(|x| x.1);
                     let n = r.restore(|_| {});
-                    prop_assert_eq!(n, restore.len());
-                    let mut line: Vec<_> = restore.into_iter().map(|(k, v, s)| (Some(k), v, s, u64::MAX)).collect();
+                    // What was restored: the front of the line (looked at,
+                    // then put back as it was).
+                    let mut b = Batch::default();
+                    r.take_all(&mut b);
+                    let restored: Vec<u32> = values(&b)[..n].to_vec();
+                    r.requeue(&mut b);
+                    // Each is its key's last value, the keys have nothing
+                    // queued, they come oldest first, and retained values
+                    // fit in the byte bound (the others were dropped).
+                    let mut line = Vec::new();
+                    let mut total = 0;
+                    for v in &restored {
+                        let (k, (_, size)) = m
+                            .last
+                            .iter()
+                            .find(|(_, (lv, _))| lv == v)
+                            .map(|(k, x)| (*k, *x))
+                            .expect("a restored value is a key's last value");
+                        prop_assert!(!m.line.iter().any(|x| x.0 == Some(k)));
+                        total += size;
+                        line.push((Some(k), *v, size, u64::MAX));
+                    }
+                    prop_assert!(restored.windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(total <= max_bytes);
+                    // Keys neither restored nor queued lost their value.
+                    let queued: Vec<u8> = m.line.iter().filter_map(|x| x.0).collect();
+                    m.last.retain(|k, (v, _)| restored.contains(v) || queued.contains(k));
                     line.append(&mut m.line);
                     m.line = line;
                 }
@@ -498,4 +515,34 @@ fn any_change_to_a_batch_forgets_the_plain_mark() {
     r.take_all(&mut b);
     assert!(!b.is_plain());
     assert_eq!(b.bytes(), 32);
+}
+
+#[test]
+fn retained_values_stay_within_the_byte_bound() {
+    // Issue 14, item 3: 64 keys of 512 KiB kept 32 MiB of last values with
+    // a 1 MiB bound, and restore() queued all of them.
+    let mut r: Ring<u32> = Ring::new(
+        RingLimits {
+            max_items: 100,
+            max_bytes: 1 << 20,
+            max_keys: 1000,
+        },
+        Overflow::Reject,
+    );
+    let names: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        push(&mut r, k(name), i as u32, 512 << 10, u64::MAX).unwrap();
+        assert_eq!(deliver(&mut r, 0), vec![i as u32]);
+        assert!(r.retained_bytes() <= 1 << 20, "{}", r.retained_bytes());
+    }
+    assert_eq!(r.counters().retained_evicted, 62);
+    // A hot key keeps its value: k63 retained last; k0 again.
+    push(&mut r, k(&names[0]), 100, 512 << 10, u64::MAX).unwrap();
+    deliver(&mut r, 0);
+    let restored = r.restore(|_| {});
+    assert_eq!(restored, 2);
+    let mut values = deliver(&mut r, 0);
+    values.sort();
+    assert_eq!(values, vec![63, 100]);
+    check_identity(&r);
 }
