@@ -1,24 +1,26 @@
 //! The decoder task: it owns the read half of one connection.
 //!
-//! It reads frames (fastwebsockets), reassembles fragmented messages within
+//! It reads frames (`codec::inframe`, whose buffer grows with the bytes
+//! that arrive, not with the lengths frames declare), reassembles
+//! fragmented messages within
 //! the size limit (lower for text messages, see [`text_limit`]), decodes
 //! binary frames as msgpack and text frames as JSON, answers RPC requests that have a registered answerer, and feeds the
 //! bounded inbound queues. Pings and close frames are answered through the
 //! sender task, which owns the write half. A message that fails to decode is
 //! counted and skipped; only protocol violations end the connection.
 //!
-//! `read_frame` is not cancel-safe (it consumes a frame header before it
-//! awaits the payload), which is why reading has a task of its own and is
-//! only ever cancelled together with the connection.
+//! Reading has a task of its own and is only ever cancelled together with
+//! the connection.
 
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{OpCode, Payload, Role, WebSocketError};
+use tokio::io::AsyncReadExt;
 
 use crate::clock;
+use crate::codec::inframe::{op, FrameError, FrameReader, Sender};
 use crate::connection::ReadHalf;
 use crate::error::DecodeError;
 use crate::inbound::Routed;
@@ -55,41 +57,10 @@ fn text_limit(limit: usize) -> usize {
     (limit / 16).max(1 << 20).min(limit)
 }
 
-/// Largest payload of a control frame (RFC 6455 §5.5).
-const MAX_CONTROL_PAYLOAD: usize = 125;
-
-fn is_control(opcode: OpCode) -> bool {
-    matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
-}
-
-/// True if the server masked this frame (in the client role, fastwebsockets
-/// neither rejects nor unmasks such frames, and does not expose the mask).
-///
-/// Unmasking changes the payload exactly when a mask byte that applies to it
-/// is non-zero, so the first (up to) four bytes tell: compare them before
-/// and after [`Frame::unmask`](fastwebsockets::Frame::unmask), a no-op for
-/// unmasked frames. A masked frame that unmasking does not change (empty
-/// payload, or zero mask bytes) carries its payload unaltered and is let
-/// through.
-fn is_masked(frame: &mut fastwebsockets::Frame<'_>) -> bool {
-    let n = frame.payload.len().min(4);
-    let mut head = [0u8; 4];
-    head[..n].copy_from_slice(&frame.payload[..n]);
-    frame.unmask();
-    frame.payload[..n] != head[..n]
-}
-
 /// A message being reassembled from fragments.
 struct Partial {
     text: bool,
     data: BytesMut,
-}
-
-fn payload_bytes(p: Payload<'_>) -> BytesMut {
-    match p {
-        Payload::Bytes(b) => b,
-        other => BytesMut::from(&other[..]),
-    }
 }
 
 /// Runs the decoder for one connection.
@@ -102,44 +73,46 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, read: ReadHalf) 
     }
 }
 
-async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExit {
+async fn read_loop(shared: &Shared, ctx: &ConnCtx, mut read: ReadHalf) -> DecoderExit {
     let limit = shared.config.max_inbound_message;
     let text_limit = text_limit(limit);
-    let (mut ws, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Client);
-    // Pongs and close replies go through the sender (it owns the writes).
-    ws.set_auto_pong(false);
-    ws.set_auto_close(false);
-    // fastwebsockets refuses frames of `max_message_size` bytes or more.
-    ws.set_max_message_size(limit.saturating_add(1));
+    let mut reader = FrameReader::new(Sender::Server, limit);
     let mut partial: Option<Partial> = None;
     let mut warned = false;
-    let mut no_obligation = |_f: fastwebsockets::Frame<'_>| async { Ok::<(), io::Error>(()) };
 
     loop {
-        let mut frame = match ws.read_frame(&mut no_obligation).await {
-            Ok(f) => f,
-            Err(e) => return read_error(shared, e, limit),
+        let frame = match reader.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                reader.reserve_for_read();
+                match read.read_buf(reader.buffer()).await {
+                    Ok(0) => return DecoderExit::Eof,
+                    // Bytes from the server: a sign of life, also midway
+                    // through a large frame.
+                    Ok(_) => ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return DecoderExit::Eof,
+                    Err(e) => return DecoderExit::Io(e),
+                }
+                continue;
+            }
+            Err(FrameError::Protocol(reason)) => return protocol(shared, 1002, reason),
+            Err(FrameError::TooBig { .. }) => return too_big(shared, limit),
         };
-        if is_masked(&mut frame) {
-            // RFC 6455 §5.1: a client must close on a masked frame.
-            return protocol(shared, 1002, "masked frame from the server");
-        }
         ctx.last_rx_ns.store(clock::now_ns(), Ordering::Relaxed);
         let (fin, opcode) = (frame.fin, frame.opcode);
-        if is_control(opcode) && frame.payload.len() > MAX_CONTROL_PAYLOAD {
-            // RFC 6455 §5.5 (fastwebsockets checks pings only).
-            return protocol(shared, 1002, "control frame payload over 125 bytes");
-        }
         let message = match opcode {
-            OpCode::Binary | OpCode::Text => {
+            op::BINARY | op::TEXT => {
                 if partial.is_some() {
                     return protocol(shared, 1002, "new message before the fragmented one ended");
                 }
-                let text = opcode == OpCode::Text;
+                let text = opcode == op::TEXT;
                 if text && frame.payload.len() > text_limit {
                     return too_big(shared, text_limit);
                 }
-                let data = payload_bytes(frame.payload);
+                let data = frame.payload;
+                if fin && text && std::str::from_utf8(&data).is_err() {
+                    return protocol(shared, 1007, "text frame is not UTF-8");
+                }
                 if fin {
                     Some((text, data))
                 } else {
@@ -147,7 +120,7 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
                     None
                 }
             }
-            OpCode::Continuation => {
+            op::CONTINUATION => {
                 let Some(p) = partial.as_mut() else {
                     return protocol(shared, 1002, "continuation frame without a message");
                 };
@@ -159,14 +132,12 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
                 if !fin {
                     None
                 } else if p.text && std::str::from_utf8(&p.data).is_err() {
-                    // fastwebsockets checks unfragmented text frames only;
-                    // a reassembled one gets the same treatment.
                     return protocol(shared, 1007, "text message is not UTF-8");
                 } else {
                     partial.take().map(|p| (p.text, p.data))
                 }
             }
-            OpCode::Ping => {
+            op::PING => {
                 let payload = Bytes::copy_from_slice(&frame.payload);
                 let wake = {
                     let mut ob = shared.outbox();
@@ -180,7 +151,7 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
                 }
                 None
             }
-            OpCode::Pong => {
+            op::PONG => {
                 Counters::add(&shared.counters.pongs_received, 1);
                 ctx.pongs.fetch_add(1, Ordering::Relaxed);
                 // Our pings carry (sent time, byte offset): the pong says
@@ -193,7 +164,8 @@ async fn read_loop(shared: &Shared, ctx: &ConnCtx, read: ReadHalf) -> DecoderExi
                 }
                 None
             }
-            OpCode::Close => return closed(shared, ctx, &frame.payload),
+            op::CLOSE => return closed(shared, ctx, &frame.payload),
+            _ => unreachable!("the reader refuses unknown opcodes"),
         };
         let Some((text, data)) = message else {
             continue;
@@ -352,15 +324,4 @@ fn protocol(shared: &Shared, code: u16, reason: &str) -> DecoderExit {
 fn too_big(shared: &Shared, limit: usize) -> DecoderExit {
     queue_close(shared, 1009, "message too big");
     DecoderExit::TooBig { limit }
-}
-
-fn read_error(shared: &Shared, e: WebSocketError, limit: usize) -> DecoderExit {
-    match e {
-        WebSocketError::UnexpectedEOF => DecoderExit::Eof,
-        WebSocketError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => DecoderExit::Eof,
-        WebSocketError::IoError(e) => DecoderExit::Io(e),
-        WebSocketError::FrameTooLarge => too_big(shared, limit),
-        WebSocketError::InvalidUTF8 => protocol(shared, 1007, "text frame is not UTF-8"),
-        other => protocol(shared, 1002, &other.to_string()),
-    }
 }

@@ -110,6 +110,8 @@ mod connection;
 mod decoder;
 mod error;
 mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod pacing;
 pub mod ring;

@@ -8,6 +8,14 @@
 //! stall, read slowly, close with any code, drop connections, or send raw
 //! bytes.
 //!
+//! Against hostile clients it stays bounded: frames are read with the
+//! client's own reader (`codec::inframe`: lengths checked before any
+//! arithmetic, memory following the bytes that arrive), a bad frame closes
+//! that connection with 1002 or 1009, the event log is bounded in events
+//! and bytes, the close codes kept are the latest 1024, connections are
+//! limited ([`ServerOptions::max_connections`]) and a request must arrive
+//! within [`ServerOptions::header_timeout`].
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{OpCode, Role};
+use fastwebsockets::OpCode;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -39,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::inframe::{op, parse_head, FrameError, FrameReader, Sender};
 use crate::{ServerEvent, Value};
 
 /// A callback for every event the server decodes.
@@ -64,6 +73,15 @@ pub struct ServerOptions {
     /// Most events kept in [`LocalServer::received`] (counting goes on).
     /// Default: 100 000.
     pub record_limit: usize,
+    /// Most bytes of events kept in [`LocalServer::received`] (the oldest
+    /// are dropped first). Default: 256 MiB (with `record_limit` alone,
+    /// 100 000 events of 4 MiB could be kept).
+    pub record_bytes: usize,
+    /// Most connections open at once; more are refused with 503.
+    /// Default: 1024.
+    pub max_connections: usize,
+    /// Time a client has to send its whole upgrade request. Default: 10 s.
+    pub header_timeout: Duration,
     /// Largest message accepted; bigger ones are closed with 1009, as
     /// aiohttp does. Default: 4 MiB.
     pub max_message: usize,
@@ -81,6 +99,9 @@ impl Default for ServerOptions {
             upsert_on: None,
             decode: true,
             record_limit: 100_000,
+            record_bytes: 256 << 20,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
             max_message: 4 << 20,
             tls: None,
             on_event: None,
@@ -162,8 +183,10 @@ struct Conn {
 struct State {
     opts: ServerOptions,
     counters: Counters,
-    log: Mutex<VecDeque<Received>>,
-    close_codes: Mutex<Vec<(u16, String)>>,
+    /// Recorded events with their sizes, and the sizes' total.
+    log: Mutex<(VecDeque<(Received, usize)>, usize)>,
+    /// The latest close codes received ([`CLOSE_CODES_KEPT`] at most).
+    close_codes: Mutex<VecDeque<(u16, String)>>,
     conns: Mutex<Vec<Conn>>,
     changed: Notify,
     /// Reading is paused while true.
@@ -213,8 +236,8 @@ impl LocalServer {
         let state = Arc::new(State {
             opts,
             counters: Counters::default(),
-            log: Mutex::new(VecDeque::new()),
-            close_codes: Mutex::new(Vec::new()),
+            log: Mutex::new((VecDeque::new(), 0)),
+            close_codes: Mutex::new(VecDeque::new()),
             conns: Mutex::new(Vec::new()),
             changed: Notify::new(),
             paused: watch::Sender::new(false),
@@ -259,17 +282,32 @@ impl LocalServer {
 
     /// The events received so far (up to the record limit; oldest dropped).
     pub fn received(&self) -> Vec<Received> {
-        self.state.log.lock().unwrap().iter().cloned().collect()
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .0
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect()
     }
 
     /// Removes and returns the recorded events.
     pub fn take_received(&self) -> Vec<Received> {
-        self.state.log.lock().unwrap().drain(..).collect()
+        let mut log = self.state.log.lock().unwrap();
+        log.1 = 0;
+        log.0.drain(..).map(|(r, _)| r).collect()
     }
 
     /// Close frames received from clients: (code, reason).
     pub fn close_codes(&self) -> Vec<(u16, String)> {
-        self.state.close_codes.lock().unwrap().clone()
+        self.state
+            .close_codes
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Waits until `pred` holds for the stats (checked on every change),
@@ -445,8 +483,13 @@ async fn serve_http<S>(io: S, state: Arc<State>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = state.opts.header_timeout;
     let service = service_fn(move |req| handle(req, state.clone()));
+    // A client that never finishes its request is dropped after the
+    // header timeout.
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
@@ -476,6 +519,12 @@ async fn handle(
     }
     if state.refuse.load(Ordering::Relaxed) {
         return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "refusing upgrades"));
+    }
+    if state.counters.open.load(Ordering::Relaxed) >= state.opts.max_connections as u64 {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        ));
     }
     match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok((resp, fut)) => {
@@ -533,9 +582,12 @@ async fn run_conn(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<State>) {
     let writer = tokio::spawn(async move {
         let mut buf = Vec::new();
         loop {
+            // Commands first: a close reply queued just before the reader
+            // ended (and cancelled the connection) still goes out.
             let cmd = tokio::select! {
-                _ = writer_cancel.cancelled() => return,
+                biased;
                 c = rx.recv() => match c { Some(c) => c, None => return },
+                _ = writer_cancel.cancelled() => return,
             };
             buf.clear();
             match cmd {
@@ -577,23 +629,39 @@ async fn run_conn(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<State>) {
     state.changed.notify_waiters();
 }
 
+/// The latest close codes a server keeps.
+const CLOSE_CODES_KEPT: usize = 1024;
+
+fn record_close(state: &State, code: u16, reason: String) {
+    let mut codes = state.close_codes.lock().unwrap();
+    if codes.len() >= CLOSE_CODES_KEPT {
+        codes.pop_front();
+    }
+    codes.push_back((code, reason));
+}
+
+/// The close frame's answer to a frame reader's refusal.
+fn refusal(e: FrameError) -> Command {
+    match e {
+        FrameError::Protocol(reason) => Command::Close(1002, reason.into()),
+        FrameError::TooBig { .. } => Command::Close(1009, "message too big".into()),
+    }
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
-    r: R,
+    mut r: R,
     state: &Arc<State>,
     id: u64,
     tx: &mpsc::Sender<Command>,
 ) {
-    let (mut ws, _) = fastwebsockets::after_handshake_split(r, tokio::io::sink(), Role::Server);
-    ws.set_auto_close(false);
-    ws.set_auto_pong(false);
-    ws.set_max_message_size(state.opts.max_message.saturating_add(1));
+    use tokio::io::AsyncReadExt;
+    let mut reader = FrameReader::new(Sender::Client, state.opts.max_message);
     let mut paused = state.paused.subscribe();
-    let mut partial: Option<(OpCode, BytesMut)> = None;
+    let mut partial: Option<(u8, BytesMut)> = None;
     let mut next_read = tokio::time::Instant::now();
-    let mut no_obligation = |_f: fastwebsockets::Frame<'_>| async { Ok::<(), std::io::Error>(()) };
     let c = &state.counters;
     loop {
-        // Stall and rate limit before reading the next frame.
+        // Stall and rate limit before the next frame.
         while *paused.borrow_and_update() {
             if paused.changed().await.is_err() {
                 return;
@@ -605,28 +673,34 @@ async fn read_loop<R: AsyncRead + Unpin>(
             next_read = next_read.max(tokio::time::Instant::now() - Duration::from_millis(100))
                 + Duration::from_secs_f64(1.0 / rate);
         }
-        let frame = match ws.read_frame(&mut no_obligation).await {
-            Ok(f) => f,
-            Err(fastwebsockets::WebSocketError::FrameTooLarge) => {
-                let _ = tx.try_send(Command::Close(1009, "message too big".into()));
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, conn = id, "server read ended");
-                return;
+        let frame = loop {
+            match reader.next_frame() {
+                Ok(Some(f)) => break f,
+                Ok(None) => {
+                    reader.reserve_for_read();
+                    match r.read_buf(reader.buffer()).await {
+                        Ok(0) | Err(_) => {
+                            tracing::debug!(conn = id, "server read ended");
+                            return;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = ?e, conn = id, "client frame refused");
+                    let _ = tx.try_send(refusal(e));
+                    return;
+                }
             }
         };
         let (op, data) = match frame.opcode {
-            OpCode::Ping => {
+            op::PING => {
                 c.pings.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.try_send(Command::Frame(
-                    OpCode::Pong,
-                    Bytes::copy_from_slice(&frame.payload),
-                ));
+                let _ = tx.try_send(Command::Frame(OpCode::Pong, frame.payload.freeze()));
                 continue;
             }
-            OpCode::Pong => continue,
-            OpCode::Close => {
+            op::PONG => continue,
+            op::CLOSE => {
                 c.closes.fetch_add(1, Ordering::Relaxed);
                 let (code, reason) = if frame.payload.len() >= 2 {
                     (
@@ -636,14 +710,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 } else {
                     (1005, String::new())
                 };
-                state.close_codes.lock().unwrap().push((code, reason));
+                record_close(state, code, reason);
                 let reply = if code == 1005 { 1000 } else { code };
                 let _ = tx.try_send(Command::Close(reply, String::new()));
                 state.changed.notify_waiters();
                 return;
             }
-            OpCode::Continuation => {
+            op::CONTINUATION => {
                 let Some((op, mut buf)) = partial.take() else {
+                    let _ = tx.try_send(Command::Close(
+                        1002,
+                        "continuation without a message".into(),
+                    ));
                     return;
                 };
                 if buf.len() + frame.payload.len() > state.opts.max_message {
@@ -658,15 +736,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 (op, buf)
             }
             op => {
-                let buf = match frame.payload {
-                    fastwebsockets::Payload::Bytes(b) => b,
-                    other => BytesMut::from(&other[..]),
-                };
+                if partial.is_some() {
+                    let _ = tx.try_send(Command::Close(
+                        1002,
+                        "new message before the last ended".into(),
+                    ));
+                    return;
+                }
                 if !frame.fin {
-                    partial = Some((op, buf));
+                    partial = Some((op, frame.payload));
                     continue;
                 }
-                (op, buf)
+                (op, frame.payload)
             }
         };
         c.frames.fetch_add(1, Ordering::Relaxed);
@@ -675,7 +756,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             continue;
         }
         let at_unix_ns = now_unix_ns();
-        let decoded = if op == OpCode::Text {
+        let decoded = if op == op::TEXT {
             // Vuer 0.1.6 closes the session on any text frame.
             Err(())
         } else {
@@ -722,11 +803,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
             cb(&received);
         }
         {
+            // Bounded in events and in bytes, the oldest dropped first.
+            let size = received.event.as_msgpack().len();
             let mut log = state.log.lock().unwrap();
-            if log.len() >= state.opts.record_limit {
-                log.pop_front();
+            let (events, bytes) = &mut *log;
+            events.push_back((received, size));
+            *bytes += size;
+            while events.len() > state.opts.record_limit || *bytes > state.opts.record_bytes {
+                match events.pop_front() {
+                    Some((_, s)) => *bytes -= s,
+                    None => break,
+                }
             }
-            log.push_back(received);
         }
         state.changed.notify_waiters();
     }
@@ -771,32 +859,26 @@ async fn count_loop<R: AsyncRead + Unpin>(
                 }
             }
             let avail = &buf[pos..filled];
-            if avail.len() < 2 {
-                break;
-            }
-            let op = avail[0] & 0x0f;
-            let masked = avail[1] & 0x80 != 0;
-            let (len, hdr) = match avail[1] & 0x7f {
-                126 if avail.len() >= 4 => (u16::from_be_bytes([avail[2], avail[3]]) as usize, 4),
-                127 if avail.len() >= 10 => (
-                    u64::from_be_bytes(avail[2..10].try_into().unwrap()) as usize,
-                    10,
-                ),
-                126 | 127 => break,
-                l => (l as usize, 2),
+            // The shared parser checks the form and the lengths before any
+            // arithmetic on them (a hostile header once overflowed here).
+            let head = match parse_head(avail, Sender::Client, state.opts.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.try_send(refusal(e));
+                    c.frames.fetch_add(frames, Ordering::Relaxed);
+                    c.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    return;
+                }
             };
-            let hdr = hdr + if masked { 4 } else { 0 };
-            if avail.len() < hdr {
-                break;
-            }
+            let (op, hdr, len) = (head.opcode, head.head_len, head.len as usize);
             if op >= 0x8 {
                 // Control frame: needs its payload (at most 125 bytes).
                 if avail.len() < hdr + len {
                     break;
                 }
                 let mut payload = avail[hdr..hdr + len].to_vec();
-                if masked {
-                    let m = &avail[hdr - 4..hdr];
+                if let Some(m) = head.mask {
                     for (i, b) in payload.iter_mut().enumerate() {
                         *b ^= m[i & 3];
                     }
@@ -813,11 +895,7 @@ async fn count_loop<R: AsyncRead + Unpin>(
                         } else {
                             1005
                         };
-                        state
-                            .close_codes
-                            .lock()
-                            .unwrap()
-                            .push((code, String::new()));
+                        record_close(state, code, String::new());
                         let _ = tx.try_send(Command::Close(
                             if code == 1005 { 1000 } else { code },
                             String::new(),
@@ -832,7 +910,7 @@ async fn count_loop<R: AsyncRead + Unpin>(
                 pos += hdr + len;
                 continue;
             }
-            if avail[0] & 0x80 != 0 {
+            if head.fin {
                 frames += 1;
                 bytes += len as u64;
             }

@@ -11,6 +11,7 @@
 //! into its write buffer.
 
 mod frame;
+pub(crate) mod inframe;
 mod json;
 mod read;
 mod ser;

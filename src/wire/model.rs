@@ -197,9 +197,6 @@ fn run_model(events: u8, with_ping: bool) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(move || {
-        let mut initial = Pending::new(MaskRng::from_os());
-        // INIT, written by the sender before anything else.
-        initial.data_frame(header(), &[], &body(0));
         let m = Arc::new(Model {
             outbox: Mutex::new(Outbox {
                 slot: Slot::WithSender,
@@ -211,9 +208,17 @@ fn run_model(events: u8, with_ping: bool) {
             wake: Notify::new(),
             socket: Mutex::new(Vec::new()),
         });
+        // Generous stacks: loom runs threads as coroutines, and debug
+        // builds (CI's `cargo test`) need more than the default.
+        let spawn = |f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .stack_size(4 << 20)
+                .spawn(f)
+                .expect("spawn")
+        };
         let publisher = {
             let m = m.clone();
-            thread::spawn(move || {
+            spawn(Box::new(move || {
                 for id in 1..=events {
                     publish(&m, id);
                 }
@@ -225,23 +230,38 @@ fn run_model(events: u8, with_ping: bool) {
                 if wake {
                     m.wake.notify();
                 }
-            })
+            }))
         };
         let decoder = with_ping.then(|| {
             let m = m.clone();
-            thread::spawn(move || ping_arrives(&m))
+            spawn(Box::new(move || ping_arrives(&m)))
         });
-        sender(&m, initial);
+        let sender_thread = {
+            let m = m.clone();
+            spawn(Box::new(move || {
+                let mut initial = Pending::new(MaskRng::from_os());
+                // INIT, written by the sender before anything else.
+                initial.data_frame(header(), &[], &body(0));
+                sender(&m, initial)
+            }))
+        };
+        sender_thread.join().unwrap();
         publisher.join().unwrap();
         if let Some(d) = decoder {
             d.join().unwrap();
         }
         // The sender may have parked with a pong owed after the
         // publisher finished: it is written on its next round.
-        let stream = m.socket.lock().unwrap().clone();
-        let ids = events_in(&stream);
-        let expected: Vec<u8> = (0..=events).collect();
-        assert_eq!(ids, expected, "every event once, in order: {stream:?}");
+        let check = {
+            let m = m.clone();
+            spawn(Box::new(move || {
+                let stream = m.socket.lock().unwrap().clone();
+                let ids = events_in(&stream);
+                let expected: Vec<u8> = (0..=events).collect();
+                assert_eq!(ids, expected, "every event once, in order: {stream:?}");
+            }))
+        };
+        check.join().unwrap();
     });
 }
 
