@@ -105,6 +105,35 @@ async fn uri_credentials_and_tokens_reach_no_log_error_or_debug_output() {
     assert_no_secret("the logs", &text);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_certificate_verification_is_logged() {
+    // Issue 14, item 8: VUER_SSL_VERIFY=0 turned verification off with
+    // nothing logged.
+    let logs = logs();
+    bounded(30, async {
+        let (config, _) = common::self_signed_tls();
+        let server = vuer_client::server::LocalServer::start(vuer_client::server::ServerOptions {
+            tls: Some(config),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .tls_verify(false)
+            .connect()
+            .await
+            .unwrap();
+        client.close().await.unwrap();
+    })
+    .await;
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("WARN") && text.contains("TLS certificate verification is off"),
+        "{text}"
+    );
+}
+
 mod builder_values {
     use super::*;
     use proptest::prelude::*;

@@ -247,6 +247,14 @@ pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connecti
     let socket = socket::SocketHandle::new(&tcp);
     socket.apply(&config.socket);
 
+    if target.tls && !config.tls.verify && config.tls.custom.is_none() {
+        // Said on every connection: whoever reads the log should not have
+        // to know that VUER_SSL_VERIFY=0 was set somewhere.
+        tracing::warn!(
+            uri = %target.shown,
+            "TLS certificate verification is off (VUER_SSL_VERIFY=0 or tls_verify(false)): the connection is encrypted, but the server is not authenticated"
+        );
+    }
     let transport = if target.tls {
         let tls_config = tls::client_config(&config.tls).map_err(|e| ConnectError::Tls {
             uri: uri.clone(),

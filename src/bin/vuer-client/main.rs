@@ -61,7 +61,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, CliError::Interrupted) {
-                output::err(format_args!("vuer-client: {e}\n"));
+                // An error can carry the server's words (a close reason).
+                let text = e.to_string();
+                output::err(format_args!(
+                    "vuer-client: {}\n",
+                    output::escape_controls(&text)
+                ));
             }
             ExitCode::from(e.exit_code())
         }

@@ -5,6 +5,12 @@
 //! (bin as `<N bytes>`). JSON: `{"etype", "ts", "key", "uuid", "rtype",
 //! "strict", "data"}`, absent fields left out, `data` converted as
 //! [`crate::json`] describes.
+//!
+//! What the server controls (etype, key, uuid, rtype, string data, a close
+//! reason) reaches a terminal only with its control characters escaped
+//! (`\u{1b}` for ESC, and so on): raw, they could move the cursor, rewrite
+//! earlier lines or change the terminal's title. JSON lines are escaped by
+//! JSON itself.
 
 use std::io::Write;
 
@@ -64,7 +70,22 @@ impl Printer {
                     m.insert("data_error".into(), Json::from(e.to_string()));
                 }
             }
-            Json::Object(m).to_string()
+            // JSON escapes C0 controls itself; DEL, C1 and bidirectional
+            // formatting characters (only ever inside strings) get JSON's
+            // own `\u` escapes.
+            let line = Json::Object(m).to_string();
+            if !line.chars().any(unsafe_char) {
+                return line;
+            }
+            line.chars()
+                .map(|c| {
+                    if unsafe_char(c) {
+                        format!("\\u{:04x}", c as u32)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
         } else {
             let mut s = ev.etype().to_owned();
             for (k, v) in [
@@ -80,9 +101,32 @@ impl Printer {
                 Ok(v) => s.push_str(&format!(" {v}")),
                 Err(e) => s.push_str(&format!(" <undecodable data: {e}>")),
             }
-            s
+            escape_controls(&s).into_owned()
         }
     }
+}
+
+/// A character that must not reach a terminal raw.
+fn unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every control character (C0, DEL, C1) and every bidirectional
+/// formatting character written as a `\u{..}` escape: text from the
+/// server, made safe to print on a terminal.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Writes a line to stdout. A closed stdout (`| head`) is not an error:
@@ -118,6 +162,42 @@ mod tests {
         ])
         .to_msgpack();
         ServerEvent::from_msgpack(frame.into()).unwrap()
+    }
+
+    #[test]
+    fn server_strings_cannot_drive_the_terminal() {
+        // Issue 14, item 8: etype, key, uuid and rtype were printed raw.
+        let frame = Value::map([
+            ("ts", Value::Int(5)),
+            ("data", Value::from("\x1b[2J")),
+            ("etype", Value::from("EV\x1b]0;pwned\x07")),
+            ("key", Value::from("k\nFAKE LINE")),
+            ("uuid", Value::from("\u{202e}txt.exe")),
+        ])
+        .to_msgpack();
+        let ev = ServerEvent::from_msgpack(frame.into()).unwrap();
+        let p = Printer::new(PrintArgs {
+            json: false,
+            bin_summary: false,
+        });
+        let line = p.line(&ev);
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{line:?}"
+        );
+        assert!(line.contains("EV\\u{1b}]0;pwned\\u{7}"), "{line}");
+        assert!(line.contains("key=k\\u{a}FAKE LINE"), "{line}");
+        let p = Printer::new(PrintArgs {
+            json: true,
+            bin_summary: false,
+        });
+        let line = p.line(&ev);
+        assert!(!line.chars().any(unsafe_char), "{line:?}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            back["uuid"], "\u{202e}txt.exe",
+            "still valid JSON, same content"
+        );
     }
 
     #[test]
