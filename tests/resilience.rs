@@ -1223,6 +1223,65 @@ async fn a_server_that_closes_every_connection_at_once_gets_no_storm() {
     .await;
 }
 
+/// Issue 14, item 9: with a full send buffer, a server whose application
+/// froze was declared dead only once its kernel stopped acknowledging (35 s
+/// for a 15 s timeout). Only frames count now: detection takes the timeout
+/// (checked every eighth of it), whatever the send buffer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_found_in_time_whatever_the_send_buffer_holds() {
+    let _serial = serial().await;
+    bounded(60, async {
+        const KEEPALIVE: Duration = Duration::from_secs(2);
+        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+        let client = VuerClient::builder()
+            .uri(server.uri())
+            .keepalive_timeout(Some(KEEPALIVE))
+            .ping_interval(Some(Duration::from_millis(500)))
+            .reconnect(None)
+            .pacing(None)
+            .connect()
+            .await
+            .unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.inits == 1, Duration::from_secs(5))
+                .await
+        );
+        // A reliable stream of 256 KiB events: the kernel buffers on both
+        // sides fill while the server's kernel goes on acknowledging.
+        let p = client.publisher();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let producer = std::thread::spawn(move || {
+            let ev = DynEvent::new("BULK").value(vuer_client::Value::Bin(vec![7; 256 << 10]));
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                if p.publish(&ev).is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.pause_reading();
+        let t = Instant::now();
+        let reason = loop {
+            if let ConnectionState::Closed(r) = client.state() {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let found = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        producer.join().unwrap();
+        eprintln!("frozen server, full send buffer: found after {found:?} (timeout {KEEPALIVE:?})");
+        assert_eq!(reason, Disconnect::KeepaliveTimeout(KEEPALIVE));
+        assert!(
+            found <= KEEPALIVE + KEEPALIVE / 8 + Duration::from_millis(500),
+            "{found:?}"
+        );
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Reconnect options.
 
