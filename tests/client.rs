@@ -638,6 +638,25 @@ fn every_event_is_delivered_unless_it_asks_to_coalesce() {
 }
 
 #[test]
+fn byte_and_write_counters_count_what_reached_the_socket() {
+    // Issue 14, item 10: `sent 0, 227 B in 2 writes` while ~262 KB of
+    // frames sat in kernel queues: a round was counted once it was written
+    // whole, so a write blocked by a full socket counted nothing.
+    let (rt, _server, client) = paused_server_and_client(|b| b.pacing(None));
+    let big = DynEvent::new("BIG").value(Value::Bin(vec![0; 64 << 10]));
+    while client.stats().queue_depth == 0 {
+        client.publish(&big).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The sender is now blocked in a write; what it wrote so far counts.
+    std::thread::sleep(Duration::from_millis(100));
+    let s = client.stats();
+    assert!(s.bytes_sent >= 128 << 10, "{s:?}");
+    assert!(s.flushes >= 2, "{s:?}");
+    drop(rt);
+}
+
+#[test]
 fn an_event_larger_than_the_queue_fails_at_once_in_every_call() {
     // Issue 13, item 4: within the message limit but over the queue's byte
     // bound, it could never fit; `send().await` and `send_blocking` waited
