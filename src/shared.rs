@@ -189,6 +189,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Whether this thread's last message was larger than [`LARGE_MESSAGE`].
     static LAST_WAS_LARGE: Cell<bool> = const { Cell::new(false) };
+    /// The size to give a fresh scratch buffer (a little more than the last
+    /// large message this thread encoded).
+    static LAST_LARGE_LEN: Cell<usize> = const { Cell::new(0) };
 }
 
 /// How an event is queued: its coalescing key, when it was published
@@ -287,12 +290,25 @@ impl Shared {
             return self.queue(stamp, |arena| encode(arena, all_f32));
         }
         // After a large message, this thread encodes outside the lock (into
-        // its scratch buffer) and the ring copies the result: a large value
-        // does not hold the lock while it is serialized.
+        // its scratch buffer): a large value does not hold the lock while it
+        // is serialized. A large result is then moved into the ring as the
+        // slot's shared tail (not copied: the sender's masked copy into its
+        // write buffer is the only other pass over it); a small one is
+        // copied into the arena.
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
+            let hint = LAST_LARGE_LEN.with(Cell::get);
+            if scratch.capacity() < hint {
+                // Sized like the last large message: no doubling copies.
+                scratch.reserve(hint);
+            }
             let (entries, tail) = encode(&mut scratch, all_f32)?;
+            if tail.is_empty() && scratch.len() > LARGE_MESSAGE {
+                LAST_LARGE_LEN.with(|l| l.set(scratch.len() + scratch.len() / 8));
+                let body = Bytes::from(std::mem::take(&mut *scratch));
+                return self.queue(stamp, |_arena| Ok((entries, body)));
+            }
             let result = self.queue(stamp, |arena| {
                 arena.extend_from_slice(&scratch);
                 Ok((entries, tail))

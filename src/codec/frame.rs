@@ -109,6 +109,29 @@ pub(crate) fn mask_tail(out: &mut [u8], start: usize, mask: [u8; 4]) {
     }
 }
 
+/// Appends `src` masked with `mask` as if it started `phase` bytes into a
+/// frame's payload. Copied and masked a cache-sized piece at a time, so
+/// each byte is read from memory once (copying the whole payload and then
+/// masking it read a large payload twice).
+#[inline]
+pub(crate) fn extend_masked(out: &mut Vec<u8>, src: &[u8], mask: [u8; 4], phase: usize) {
+    const PIECE: usize = 16 << 10;
+    let mask = [
+        mask[phase & 3],
+        mask[(phase + 1) & 3],
+        mask[(phase + 2) & 3],
+        mask[(phase + 3) & 3],
+    ];
+    out.reserve(src.len());
+    // Pieces are a multiple of 4 bytes: the mask's phase is the same for
+    // each.
+    for piece in src.chunks(PIECE) {
+        let start = out.len();
+        out.extend_from_slice(piece);
+        mask_tail(out, start, mask);
+    }
+}
+
 /// Appends a whole masked control frame (payload at most 125 bytes).
 pub(crate) fn write_control(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: [u8; 4]) {
     let payload = &payload[..payload.len().min(125)];

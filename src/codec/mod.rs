@@ -23,7 +23,9 @@ use bytes::Bytes;
 
 #[cfg(test)]
 pub(crate) use frame::unframe;
-pub(crate) use frame::{mask_tail, write_close, write_control, write_header, MaskRng, Opcode};
+pub(crate) use frame::{
+    extend_masked, mask_tail, write_close, write_control, write_header, MaskRng, Opcode,
+};
 pub(crate) use json::json_to_msgpack;
 pub(crate) use read::{decode_value, validate_value, Number, Reader};
 pub(crate) use ser::to_msgpack;
@@ -134,9 +136,8 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8]
         return;
     }
     if h.entries == WHOLE {
-        let start = write_header(out, Opcode::Binary, len, mask);
-        out.extend_from_slice(tail);
-        mask_tail(out, start, mask);
+        write_header(out, Opcode::Binary, len, mask);
+        extend_masked(out, tail, mask, 0);
         return;
     }
     let mut pre = Prefix::default();
@@ -179,12 +180,12 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8]
     pre.put(&ts[..ts_len]);
     let start = out.len() + payload_at;
     out.extend_from_slice(&pre.buf[..pre.len]);
-    out.extend_from_slice(body);
-    if !tail.is_empty() {
-        out.extend_from_slice(tail);
-    }
-    debug_assert_eq!(out.len() - start, len);
+    let prefix = out.len() - start;
     mask_tail(out, start, mask);
+    // Body and tail copied and masked in one pass each.
+    extend_masked(out, body, mask, prefix);
+    extend_masked(out, tail, mask, prefix + body.len());
+    debug_assert_eq!(out.len() - start, len);
 }
 
 /// Up to 32 bytes assembled on the stack.
