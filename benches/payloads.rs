@@ -69,30 +69,38 @@ fn envelope(pad: &[u8], i: u64) -> Vec<u8> {
     .unwrap()
 }
 
-/// CPU time (user + system) of this process's threads whose name starts
-/// with one of `prefixes`.
+/// CPU time of this process's threads whose name starts with one of
+/// `prefixes`, from the scheduler's nanosecond account
+/// (`/proc/<tid>/schedstat`; `stat`'s 10 ms ticks were too coarse for
+/// runs of a third of a second).
 fn threads_cpu(prefixes: &[&str]) -> Duration {
-    let tick = 100.0; // USER_HZ
-    let mut total = 0.0;
+    let mut total = 0u64;
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !prefixes.iter().any(|p| comm.starts_with(p)) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 12 {
-            let utime: f64 = f[11].parse().unwrap_or(0.0);
-            let stime: f64 = f[12].parse().unwrap_or(0.0);
-            total += (utime + stime) / tick;
+        if prefixes.iter().any(|p| comm.starts_with(p)) {
+            total += schedstat(&task.path().join("schedstat"));
         }
     }
-    Duration::from_secs_f64(total)
+    Duration::from_nanos(total)
 }
 
-/// The client side's threads (the producer and the client runtime).
-const CLIENT_THREADS: &[&str] = &["client-rt", "producer"];
+/// Nanoseconds on the CPU from a `schedstat` file (0 if unreadable).
+fn schedstat(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The calling thread's CPU time so far.
+fn own_cpu() -> Duration {
+    Duration::from_nanos(schedstat(std::path::Path::new(
+        "/proc/thread-self/schedstat",
+    )))
+}
+
+/// The client runtime's threads (the producer thread counts its own).
+const CLIENT_THREADS: &[&str] = &["client-rt"];
 
 #[derive(Clone, Copy, Debug)]
 enum Who {
@@ -129,6 +137,7 @@ fn run(
             let producer = std::thread::Builder::new()
                 .name("producer".into())
                 .spawn(move || {
+                    let cpu0 = own_cpu();
                     for i in 0..n {
                         let ev = Bulk {
                             position: [i as f32, 0.5, 0.0],
@@ -143,12 +152,32 @@ fn run(
                             }
                         }
                     }
+                    own_cpu() - cpu0
                 })
                 .unwrap();
-            producer.join().unwrap();
+            // The producer's CPU time is read by the thread itself: an
+            // exited thread leaves /proc/self/task.
+            let producer_cpu = producer.join().unwrap();
             client_rt.block_on(wait_frames(sink, base + 1 + n));
             let elapsed = start.elapsed();
-            let cpu = (threads_cpu(CLIENT_THREADS) - cpu0).as_secs_f64();
+            let rt_cpu = threads_cpu(CLIENT_THREADS) - cpu0;
+            let cpu = (rt_cpu + producer_cpu).as_secs_f64();
+            if std::env::var("PAYLOADS_STATS").is_ok() {
+                let s = client.stats();
+                println!(
+                    "  producer {:?} sender {:?} in {:?}; flushes {} frames/flush {:.1} direct {} pings {} holds {} hold {:?} rate {:.0} MB/s",
+                    producer_cpu,
+                    rt_cpu,
+                    elapsed,
+                    s.flushes,
+                    s.frames_per_flush,
+                    s.direct_writes,
+                    s.pings_sent,
+                    s.pacing_holds,
+                    s.pacing_hold_time,
+                    s.server_read_rate / 1e6
+                );
+            }
             client_rt.block_on(client.close()).unwrap();
             return (n as f64 / elapsed.as_secs_f64(), cpu);
         }
@@ -239,6 +268,15 @@ async fn tuned(uri: &str) -> Result<VuerClient, vuer_client::ConnectError> {
     let mut b = VuerClient::builder().uri(uri);
     if std::env::var("PAYLOADS_PACING").as_deref() == Ok("off") {
         b = b.pacing(None);
+    }
+    if let Some(mib) = std::env::var("PAYLOADS_PIPE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        b = b.pacing(Some(vuer_client::Pacing {
+            max_pipe_bytes: mib << 20,
+            ..Default::default()
+        }));
     }
     if std::env::var("PAYLOADS_LOWAT").as_deref() == Ok("off") {
         b = b.notsent_lowat(None);
