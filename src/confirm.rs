@@ -41,11 +41,13 @@ const SPARE_BATCHES: usize = 64;
 /// round trip and up to a probe interval, so at high rates dozens of small
 /// batches wait for it at once; reusing their buffers spares the producer
 /// growing a fresh queue from empty in every round.
-const SPARE_BYTES: usize = 4 << 20;
-/// The largest size a fresh batch is given up front (items, body bytes);
-/// beyond it, it grows as needed.
+/// 8 MiB: with the ring's chunks (64 KiB each) kept in emptied batches, a
+/// round of a full default pacing pipe (8 MiB) returns its chunks here
+/// instead of to the allocator, so the next rounds fault no fresh pages.
+const SPARE_BYTES: usize = 8 << 20;
+/// The most items a fresh batch is given room for up front; beyond it, it
+/// grows as needed (bodies come in chunks from the ring).
 const HINT_ITEMS: usize = 4096;
-const HINT_BYTES: usize = 256 << 10;
 
 struct Entry {
     /// Byte offset just past the batch's frames on the connection.
@@ -62,9 +64,9 @@ pub(crate) struct Unconfirmed {
     spare: Vec<Batch<Header>>,
     /// Capacity held by `spare`, bytes.
     spare_bytes: usize,
-    /// Size of the latest batch kept (items, body bytes): a new batch is
-    /// allocated at this size rather than grown from empty.
-    size_hint: (usize, usize),
+    /// Items of the latest batch kept: a new batch is allocated at this
+    /// size rather than grown from empty.
+    size_hint: usize,
     max_items: usize,
     max_bytes: usize,
 }
@@ -118,7 +120,7 @@ impl Unconfirmed {
                 self.spare_bytes -= b.capacity_bytes();
                 b
             }
-            None => Batch::with_capacity(self.size_hint.0, self.size_hint.1),
+            None => Batch::with_capacity(self.size_hint),
         }
     }
 
@@ -143,10 +145,7 @@ impl Unconfirmed {
         // A fresh batch is sized like this one (capped): round sizes change
         // slowly, and a batch holds at most twice what its predecessor
         // needed, as growing by doubling would.
-        self.size_hint = (
-            batch.len().min(HINT_ITEMS),
-            batch.arena_len().min(HINT_BYTES),
-        );
+        self.size_hint = batch.len().min(HINT_ITEMS);
         let mut b = std::mem::replace(batch, self.spare());
         if !b.is_plain() {
             b.retain(|s| !s.is_keyed() && written(s));
@@ -273,9 +272,7 @@ mod tests {
             let mut b = written_batch(&mut r, &[(false, 1); 300]);
             u.keep(&mut b, (i + 1) * 1000, |_| true);
             // The batch handed back for the next round is pre-sized.
-            assert!(
-                b.capacity_bytes() >= 300 * (std::mem::size_of::<crate::ring::Slot<Header>>() + 4)
-            );
+            assert!(b.capacity_bytes() >= 300 * std::mem::size_of::<crate::ring::Slot<Header>>());
         }
         let mut released = Vec::new();
         assert!(u.confirm(u64::MAX, &mut released));
@@ -298,7 +295,6 @@ mod tests {
         assert!(
             fresh.capacity_bytes()
                 <= HINT_ITEMS * std::mem::size_of::<crate::ring::Slot<Header>>() * 2
-                    + HINT_BYTES * 2
         );
     }
 

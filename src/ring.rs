@@ -37,13 +37,15 @@
 //!
 //! # Cost
 //!
-//! Bodies are copied into one arena (a keyed value of the same size is
-//! overwritten in place), so a push costs a hash lookup for keyed items and
-//! a small copy, and allocates nothing in the steady state.
-//! [`Ring::take_all`] swaps the whole line with the taker's empty batch:
-//! O(1) under the caller's lock however many items are queued. A key's
-//! pending slot is found by sequence number and checked against the slot's
-//! key, so taking items never has to touch the key table.
+//! Bodies are encoded (or copied) into a chunked arena (a keyed value of
+//! the same size is overwritten in place), so a push costs a hash lookup
+//! for keyed items and a small copy, and allocates nothing in the steady
+//! state. [`Ring::take_all`] swaps the whole line with the taker's empty
+//! batch: O(1) under the caller's lock however many items are queued;
+//! [`Ring::take_up_to`] moves whole chunks (see the `arena` module for why
+//! and what it measured). A key's pending slot is found by sequence number
+//! and checked against the slot's key, so taking items never has to touch
+//! the key table.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -51,6 +53,10 @@ use std::hash::{Hash, Hasher};
 use bytes::Bytes;
 use hashbrown::{Equivalent, HashTable};
 use rustc_hash::FxBuildHasher;
+
+mod arena;
+
+use arena::{Arena, Place};
 
 /// Limits of a [`Ring`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +146,7 @@ fn hash_key(key: KeyRef<'_>) -> u64 {
 pub struct Slot<H> {
     /// The caller's per-item header (e.g. timestamp and entry count).
     pub header: H,
-    off: u32,
+    at: Place,
     len: u32,
     /// Bytes that follow the body unchanged (shared, never copied).
     pub tail: Bytes,
@@ -166,15 +172,14 @@ impl<H> Slot<H> {
     }
 }
 
-/// Copies the bodies of `slots` out of `arena` into a new arena (of at
-/// least `capacity` bytes), in order and without the dropped ones between,
+/// Copies the bodies of `slots` out of `arena` into a new arena (built on
+/// `arena`'s spare chunks), in order and without the dropped ones between,
 /// and points each slot at its new place.
-fn repack<H>(slots: &mut VecDeque<Slot<H>>, arena: &[u8], capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
+fn repack<H>(slots: &mut VecDeque<Slot<H>>, arena: &mut Arena) -> Arena {
+    let mut out = Arena::default();
+    out.take_spares(arena);
     for slot in slots.iter_mut() {
-        let (off, len) = (slot.off as usize, slot.len as usize);
-        slot.off = out.len() as u32;
-        out.extend_from_slice(&arena[off..off + len]);
+        slot.at = out.append(arena.get(slot.at, slot.len));
     }
     out
 }
@@ -183,7 +188,7 @@ fn repack<H>(slots: &mut VecDeque<Slot<H>>, arena: &[u8], capacity: usize) -> Ve
 #[derive(Debug)]
 pub struct Batch<H> {
     slots: VecDeque<Slot<H>>,
-    arena: Vec<u8>,
+    arena: Arena,
     /// Sequence number of `slots[0]` when taken.
     first_seq: u64,
     /// Set by [`Batch::mark_plain`]: the total size of its items, all of
@@ -195,7 +200,7 @@ impl<H> Default for Batch<H> {
     fn default() -> Self {
         Batch {
             slots: VecDeque::new(),
-            arena: Vec::new(),
+            arena: Arena::default(),
             first_seq: 0,
             plain: None,
         }
@@ -210,7 +215,7 @@ impl<H> Batch<H> {
 
     /// An item's body.
     pub fn body(&self, slot: &Slot<H>) -> &[u8] {
-        &self.arena[slot.off as usize..slot.off as usize + slot.len as usize]
+        self.arena.get(slot.at, slot.len)
     }
 
     /// Number of items.
@@ -237,7 +242,7 @@ impl<H> Batch<H> {
         self.slots.retain(|s| keep(s));
         let live: usize = self.slots.iter().map(|s| s.len as usize).sum();
         if live * 2 < self.arena.len() {
-            self.arena = repack(&mut self.slots, &self.arena, live);
+            self.arena = repack(&mut self.slots, &mut self.arena);
         }
     }
 
@@ -264,11 +269,12 @@ impl<H> Batch<H> {
         self.plain.is_some()
     }
 
-    /// An empty batch with room for `items` items of `bytes` body bytes.
-    pub fn with_capacity(items: usize, bytes: usize) -> Self {
+    /// An empty batch with room for `items` items (its bodies come in
+    /// chunks from the ring).
+    pub fn with_capacity(items: usize) -> Self {
         Batch {
             slots: VecDeque::with_capacity(items),
-            arena: Vec::with_capacity(bytes),
+            arena: Arena::default(),
             first_seq: 0,
             plain: None,
         }
@@ -282,7 +288,7 @@ impl<H> Batch<H> {
 
     /// Memory its buffers hold (their capacity), in bytes.
     pub fn capacity_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot<H>>() + self.arena.capacity()
+        self.slots.capacity() * std::mem::size_of::<Slot<H>>() + self.arena.capacity_bytes()
     }
 
     /// Empties the batch, keeping its buffers for reuse.
@@ -358,7 +364,7 @@ struct Held {
 #[derive(Debug)]
 pub struct Ring<H> {
     queue: VecDeque<Slot<H>>,
-    arena: Vec<u8>,
+    arena: Arena,
     /// Sequence number of `queue[0]`.
     head_seq: u64,
     /// Live bytes queued (bodies and tails).
@@ -394,7 +400,7 @@ impl<H: Copy> Ring<H> {
     pub fn new(limits: RingLimits, overflow: Overflow) -> Self {
         Ring {
             queue: VecDeque::new(),
-            arena: Vec::new(),
+            arena: Arena::default(),
             head_seq: FIRST_SEQ,
             bytes: 0,
             index: HashTable::new(),
@@ -495,29 +501,34 @@ impl<H: Copy> Ring<H> {
         born: u64,
         deadline: u64,
     ) -> Result<Pushed, Full> {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(body);
+        let buf = self.arena.open();
+        let start = buf.len();
+        buf.extend_from_slice(body);
         self.push_appended(key, header, start, tail, born, deadline)
     }
 
-    /// The arena, to encode a body straight into it (then call
+    /// The arena's open chunk, to encode a body straight onto its end
+    /// (remember its length first as `start`; then call
     /// [`Ring::push_appended`], or [`Ring::truncate_arena`] to give up).
+    /// Call it once per body: it may open a new chunk.
     pub fn arena_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.arena
+        self.arena.open()
     }
 
-    /// Drops the arena's bytes from `start` (a body that will not be
-    /// queued).
+    /// The open chunk's length (where the body encoded into the buffer
+    /// [`Ring::arena_mut`] gave ends).
+    pub fn arena_end(&self) -> usize {
+        self.arena.back_len()
+    }
+
+    /// Drops the open chunk's bytes from `start` (a body that will not be
+    /// queued). A refused huge body does not pin its memory.
     pub fn truncate_arena(&mut self, start: usize) {
-        self.arena.truncate(start);
-        // A refused huge body must not pin its memory.
-        if self.arena.capacity() > 2 * self.limits.max_bytes.max(1 << 20) {
-            self.arena.shrink_to(self.arena.len().max(64 << 10));
-        }
+        self.arena.truncate_back(start);
     }
 
-    /// Offers the body just appended to the arena from `start` (see
-    /// [`Ring::push`]). On refusal the body is removed again.
+    /// Offers the body just appended to the open chunk from `start` (see
+    /// [`Ring::arena_mut`]). On refusal the body is removed again.
     pub fn push_appended(
         &mut self,
         key: Option<KeyRef<'_>>,
@@ -528,7 +539,7 @@ impl<H: Copy> Ring<H> {
         deadline: u64,
     ) -> Result<Pushed, Full> {
         self.counters.published += 1;
-        let len = self.arena.len() - start;
+        let len = self.arena.back_len() - start;
         let size = len + tail.len();
         if size > self.limits.max_bytes || len > u32::MAX as usize || start > u32::MAX as usize {
             return self.refuse(start);
@@ -559,9 +570,14 @@ impl<H: Copy> Ring<H> {
         } else {
             self.keys[id as usize].gen
         };
+        let at = Place {
+            chunk: self.arena.back_id(),
+            off: start as u32,
+        };
+        self.arena.add_live(at.chunk);
         self.queue.push_back(Slot {
             header,
-            off: start as u32,
+            at,
             len: len as u32,
             tail,
             born,
@@ -598,7 +614,7 @@ impl<H: Copy> Ring<H> {
         born: u64,
         deadline: u64,
     ) -> Result<Pushed, Full> {
-        let len = self.arena.len() - start;
+        let len = self.arena.back_len() - start;
         let old_size = self.queue[pos].size();
         let size = len + tail.len();
         if size > old_size && self.bytes + (size - old_size) > self.limits.max_bytes {
@@ -607,19 +623,26 @@ impl<H: Copy> Ring<H> {
             return self.refuse(start);
         }
         let slot = &self.queue[pos];
-        let (off, old_len) = (slot.off as usize, slot.len as usize);
-        let off = if old_len == len {
+        let (old_at, old_len) = (slot.at, slot.len as usize);
+        let at = if old_len == len {
             // Same size (a fixed-size pose): overwrite in place.
-            self.arena.copy_within(start..start + len, off);
-            self.arena.truncate(start);
-            off
+            self.arena.overwrite_from_back(old_at, start, len);
+            old_at
         } else {
-            // The old body stays as garbage until the arena is compacted.
-            start
+            // The old body stays as garbage until its chunk is released or
+            // the arena is compacted.
+            let at = Place {
+                chunk: self.arena.back_id(),
+                off: start as u32,
+            };
+            self.arena.add_live(at.chunk);
+            self.arena.sub_live(old_at.chunk);
+            self.arena.release_front();
+            at
         };
         let slot = &mut self.queue[pos];
         slot.header = header;
-        slot.off = off as u32;
+        slot.at = at;
         slot.len = len as u32;
         slot.tail = tail;
         slot.born = born;
@@ -630,17 +653,19 @@ impl<H: Copy> Ring<H> {
         Ok(Pushed::Replaced)
     }
 
-    /// Compacts the arena when overwritten values have made it much larger
-    /// than what is live.
+    /// Compacts the arena when overwritten values (keyed values replaced
+    /// by ones of another size) have made it much larger than what is live.
+    /// Streams of reliable or fixed-size keyed values never get here: their
+    /// chunks are released or moved whole.
     #[inline]
     fn maybe_compact(&mut self) {
-        if self.arena.len() > 2 * self.bytes.max(32 << 10) {
+        if self.arena.len() > 2 * self.bytes.max(4 * arena::CHUNK) {
             self.compact();
         }
     }
 
     fn compact(&mut self) {
-        self.arena = repack(&mut self.queue, &self.arena, self.bytes + 4096);
+        self.arena = repack(&mut self.queue, &mut self.arena);
     }
 
     /// Ensures `items`/`bytes` more fit, applying the overflow policy.
@@ -656,14 +681,19 @@ impl<H: Copy> Ring<H> {
                 Some(slot) => {
                     self.head_seq += 1;
                     self.bytes -= slot.size();
+                    self.arena.sub_live(slot.at.chunk);
                     self.counters.dropped += 1;
                     if self.owns_key(&slot) {
                         self.note_written(slot.key);
                     }
                 }
-                None => return false,
+                None => {
+                    self.arena.release_front();
+                    return false;
+                }
             }
         }
+        self.arena.release_front();
         true
     }
 
@@ -789,35 +819,64 @@ impl<H: Copy> Ring<H> {
 
     /// Takes items from the front of the line: all of them (O(1), as
     /// [`Ring::take_all`]) when they fit in `max_items`/`max_bytes`, else as
-    /// many as fit (at least one), with their bodies copied out. The rest
-    /// stay queued.
+    /// many as fit (at least one). The rest stay queued. The chunks only
+    /// taken items use move to the batch; the take stops before a chunk it
+    /// would share with what stays, unless that leaves nothing to take
+    /// (then those bodies are copied).
     pub fn take_up_to(&mut self, batch: &mut Batch<H>, max_items: usize, max_bytes: usize) {
         if self.queue.len() <= max_items && self.bytes <= max_bytes {
             return self.take_all(batch);
         }
-        debug_assert!(batch.is_empty());
+        debug_assert!(batch.is_empty() && batch.arena.len() == 0);
         batch.plain = None;
         batch.first_seq = self.head_seq;
+        // The longest prefix within the limits (at least one item)...
+        let mut n = 0;
         let mut bytes = 0;
-        while let Some(front) = self.queue.front() {
-            if !batch.is_empty() && (batch.len() >= max_items || bytes + front.size() > max_bytes) {
+        for slot in self.queue.iter() {
+            if n > 0 && (n >= max_items || bytes + slot.size() > max_bytes) {
                 break;
             }
-            let mut slot = self.queue.pop_front().expect("front exists");
-            self.head_seq += 1;
-            let (off, len) = (slot.off as usize, slot.len as usize);
-            slot.off = batch.arena.len() as u32;
-            batch.arena.extend_from_slice(&self.arena[off..off + len]);
+            n += 1;
             bytes += slot.size();
-            self.bytes -= slot.size();
+        }
+        // ...ending before the chunk it shares with the first item left.
+        if n < self.queue.len() {
+            let shared = self.queue[n].at.chunk;
+            let mut m = n;
+            while m > 0 && self.queue[m - 1].at.chunk == shared {
+                m -= 1;
+            }
+            if m > 0 {
+                n = m;
+            }
+        }
+        let mut bytes = 0;
+        for _ in 0..n {
+            let slot = self.queue.pop_front().expect("counted");
+            self.arena.sub_live(slot.at.chunk);
+            bytes += slot.size();
             batch.slots.push_back(slot);
         }
-        self.counters.in_flight += batch.len() as u64;
-        self.held.in_flight_items += batch.len();
-        self.held.in_flight_bytes += bytes;
-        if self.queue.is_empty() {
-            self.arena.clear();
+        self.head_seq += n as u64;
+        self.bytes -= bytes;
+        // Chunks left with no queued body move, bodies and ids unchanged;
+        // bodies in chunks that stay are copied.
+        let first = self.arena.front_id();
+        let moved = self.arena.move_dead_front(&mut batch.arena);
+        for slot in batch.slots.iter_mut() {
+            if slot.at.chunk.wrapping_sub(first) as usize >= moved {
+                batch.arena.take_spare(&mut self.arena);
+                slot.at = batch.arena.append(self.arena.get(slot.at, slot.len));
+            } else {
+                batch.arena.add_live(slot.at.chunk);
+            }
         }
+        self.arena.release_front();
+        self.arena.take_spares(&mut batch.arena);
+        self.counters.in_flight += n as u64;
+        self.held.in_flight_items += n;
+        self.held.in_flight_bytes += bytes;
     }
 
     /// Confirms that a taken batch was written, except the items whose
@@ -856,7 +915,7 @@ impl<H: Copy> Ring<H> {
                     continue;
                 }
                 if retain && owned {
-                    let body = &batch.arena[slot.off as usize..(slot.off + slot.len) as usize];
+                    let body = batch.arena.get(slot.at, slot.len);
                     self.retain(slot.key, slot.header, body, &slot.tail, slot.born);
                 }
             }
@@ -896,27 +955,32 @@ impl<H: Copy> Ring<H> {
             line.push_back(slot);
         }
         let front = line.len();
-        let mut arena = std::mem::take(&mut batch.arena);
+        let mut arena = Self::copied(&mut line, &mut batch.arena);
         batch.clear();
         self.append_line(&mut line, &mut arena);
         self.head_seq -= front as u64;
         self.install(line, arena);
     }
 
+    /// A new arena holding copies of the bodies of `line` (which lie in
+    /// `from`), the slots pointed at them.
+    fn copied(line: &mut VecDeque<Slot<H>>, from: &mut Arena) -> Arena {
+        repack(line, from)
+    }
+
     /// Moves the current line to the end of `line`, copying its bodies into
     /// `arena`.
-    fn append_line(&mut self, line: &mut VecDeque<Slot<H>>, arena: &mut Vec<u8>) {
+    fn append_line(&mut self, line: &mut VecDeque<Slot<H>>, arena: &mut Arena) {
         for mut slot in self.queue.drain(..) {
-            let (off, len) = (slot.off as usize, slot.len as usize);
-            slot.off = arena.len() as u32;
-            arena.extend_from_slice(&self.arena[off..off + len]);
+            slot.at = arena.append(self.arena.get(slot.at, slot.len));
             line.push_back(slot);
         }
+        arena.take_spares(&mut self.arena);
     }
 
     /// Installs `line` (over `arena`) as the queue, numbered from
     /// `head_seq`, and points every queued key at its slot.
-    fn install(&mut self, line: VecDeque<Slot<H>>, arena: Vec<u8>) {
+    fn install(&mut self, line: VecDeque<Slot<H>>, arena: Arena) {
         self.arena = arena;
         self.queue = line;
         self.bytes = self.queue.iter().map(Slot::size).sum();
@@ -943,7 +1007,7 @@ impl<H: Copy> Ring<H> {
             slot.key = NO_KEY;
             line.push_back(slot);
         }
-        let mut arena = std::mem::take(&mut batch.arena);
+        let mut arena = Self::copied(&mut line, &mut batch.arena);
         batch.clear();
         self.append_line(&mut line, &mut arena);
         self.head_seq -= n as u64;
@@ -972,18 +1036,17 @@ impl<H: Copy> Ring<H> {
         restored.sort_by_key(|&(_, born)| born);
         let n = restored.len();
         self.counters.published += n as u64;
-        let mut arena = Vec::with_capacity(self.arena.len() + n * 64);
+        let mut arena = Arena::default();
         let mut line: VecDeque<Slot<H>> = VecDeque::with_capacity(self.queue.len() + n);
         for (id, _) in restored {
             let st = &self.keys[id as usize];
             let r = st.last.as_ref().expect("retained");
-            let off = arena.len() as u32;
-            arena.extend_from_slice(&r.body);
+            let at = arena.append(&r.body);
             let mut header = r.header;
             restamp(&mut header);
             line.push_back(Slot {
                 header,
-                off,
+                at,
                 len: r.body.len() as u32,
                 tail: r.tail.clone(),
                 born: r.born,

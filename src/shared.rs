@@ -426,15 +426,16 @@ impl Shared {
         stamp: Stamp<'_>,
         append: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
-        let start = ob.ring.arena_mut().len();
-        let (entries, tail) = match append(ob.ring.arena_mut()) {
+        let arena = ob.ring.arena_mut();
+        let start = arena.len();
+        let (entries, tail) = match append(arena) {
             Ok(parts) => parts,
             Err(e) => {
                 ob.ring.truncate_arena(start);
                 return Err(e.into());
             }
         };
-        let body_len = ob.ring.arena_mut().len() - start;
+        let body_len = ob.ring.arena_end() - start;
         LAST_WAS_LARGE.with(|l| l.set(body_len + tail.len() > LARGE_MESSAGE));
         let header = Header {
             ts_ms: stamp.ts_ms,

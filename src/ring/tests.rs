@@ -307,6 +307,58 @@ fn forgetting_keys_costs_no_scan_of_the_table() {
 }
 
 #[test]
+fn a_partial_take_moves_whole_chunks_and_copies_no_body() {
+    let mut r = ring(10_000, 1 << 20);
+    for i in 0..1000u32 {
+        push(&mut r, None, i, 10, u64::MAX).unwrap();
+    }
+    let stored = r.arena_bytes();
+    let mut b = Batch::default();
+    r.take_up_to(&mut b, 300, usize::MAX);
+    let n = b.len();
+    // It stopped at a chunk boundary (at most a chunk's items short).
+    assert!((300 - arena::CHUNK / 10..=300).contains(&n), "{n}");
+    // The bytes were moved, not copied: together they are what was stored.
+    assert_eq!(r.arena_bytes() + b.arena_len(), stored);
+    assert_eq!(values(&b), (0..n as u32).collect::<Vec<_>>());
+    r.complete(&mut b, false, |_| false);
+    // A take that must end inside a chunk copies just those bodies.
+    r.take_up_to(&mut b, 1, usize::MAX);
+    assert_eq!(values(&b), vec![n as u32]);
+    assert_eq!(b.arena_len(), 10);
+    r.complete(&mut b, false, |_| false);
+    assert_eq!(deliver(&mut r, 0), (n as u32 + 1..1000).collect::<Vec<_>>());
+    check_identity(&r);
+}
+
+#[test]
+fn a_stream_taken_in_parts_keeps_the_arena_near_what_is_queued() {
+    let mut r = ring(10_000, 1 << 20);
+    let mut b = Batch::default();
+    let mut next = 0u32;
+    let mut want = 0u32;
+    for round in 0..2000 {
+        for _ in 0..(round % 7 + 1) {
+            push(&mut r, None, next, 4 + (next % 13) as usize, u64::MAX).unwrap();
+            next += 1;
+        }
+        r.take_up_to(&mut b, 1 + round % 5, 40);
+        for v in values(&b) {
+            assert_eq!(v, want);
+            want += 1;
+        }
+        r.complete(&mut b, false, |_| false);
+        assert!(
+            r.arena_bytes() <= r.bytes() + 2 * arena::CHUNK,
+            "arena {} for {} queued",
+            r.arena_bytes(),
+            r.bytes()
+        );
+    }
+    check_identity(&r);
+}
+
+#[test]
 fn overwritten_values_are_compacted() {
     let mut r = ring(10, 1 << 20);
     for i in 0..100_000u32 {
@@ -328,6 +380,11 @@ enum Op {
     Deliver {
         now: u8,
     },
+    /// A partial take ([`Ring::take_up_to`]), as pacing makes.
+    DeliverSome {
+        items: u8,
+        bytes: u8,
+    },
     FailWrite,
     Restore,
 }
@@ -337,6 +394,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (proptest::option::of(0u8..4), 4usize..24, proptest::option::of(0u8..8))
             .prop_map(|(key, size, ttl)| Op::Push { key, size, ttl }),
         2 => (0u8..8).prop_map(|now| Op::Deliver { now }),
+        2 => (1u8..5, 1u8..60).prop_map(|(items, bytes)| Op::DeliverSome { items, bytes }),
         1 => Just(Op::FailWrite),
         1 => Just(Op::Restore),
     ]
@@ -415,6 +473,36 @@ proptest! {
                     }
                     prop_assert_eq!(&got, &want);
                     m.delivered.extend(want);
+                }
+                Op::DeliverSome { items, bytes } => {
+                    let mut b = Batch::default();
+                    r.take_up_to(&mut b, items as usize, bytes as usize);
+                    let got = values(&b);
+                    // A prefix of the line: at least one item, no more than
+                    // the limits allow (it may stop early, at a chunk).
+                    let mut most = 0;
+                    let mut sum = 0;
+                    for x in &m.line {
+                        if most > 0 && (most >= items as usize || sum + x.2 > bytes as usize) {
+                            break;
+                        }
+                        most += 1;
+                        sum += x.2;
+                    }
+                    if m.line.len() > most {
+                        prop_assert!(!got.is_empty() && got.len() <= most, "{} of {}", got.len(), most);
+                    } else {
+                        prop_assert_eq!(got.len(), m.line.len());
+                    }
+                    let taken: Vec<_> = m.line.drain(..got.len()).collect();
+                    prop_assert_eq!(&got, &taken.iter().map(|x| x.1).collect::<Vec<_>>());
+                    r.complete(&mut b, true, |_| false);
+                    for (key, v, size, _) in taken {
+                        if let Some(k) = key {
+                            m.last.insert(k, (v, size));
+                        }
+                    }
+                    m.delivered.extend(got);
                 }
                 Op::FailWrite => {
                     // Taken, the write fails, the batch goes back in front;
