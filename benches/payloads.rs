@@ -2,7 +2,8 @@
 //! events `{"position": [f32; 3], "t_ns": u64, "pad": bin(P)}` to one
 //! counting sink (on a runtime and thread of its own), from
 //!
-//! * vuer-client: a plain thread calling `publish` (retrying on `Full`);
+//! * vuer-client: a plain thread calling `send_blocking` (it waits for
+//!   room like the baselines' `.await`s, rather than spinning on `Full`);
 //! * tokio-tungstenite 0.30 + rmp-serde, feeding 64 messages per flush;
 //! * fastwebsockets as its docs show it: one task, `rmp_serde::to_vec_named`
 //!   per event, `WebSocket::write_frame` over a 64 KiB `BufWriter`, one
@@ -30,7 +31,7 @@ use common::*;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vuer_client::server::LocalServer;
-use vuer_client::{Coalesce, Event, PublishError, VuerClient};
+use vuer_client::{Coalesce, Event, VuerClient};
 
 /// The event every contender sends.
 #[derive(Serialize)]
@@ -144,13 +145,7 @@ fn run(
                             t_ns: i,
                             pad,
                         };
-                        loop {
-                            match p.publish(&ev) {
-                                Ok(()) => break,
-                                Err(PublishError::Full { .. }) => std::thread::yield_now(),
-                                Err(e) => panic!("{e}"),
-                            }
-                        }
+                        p.send_blocking(&ev).unwrap();
                     }
                     own_cpu() - cpu0
                 })

@@ -101,6 +101,7 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
 
+mod buffers;
 mod client;
 pub(crate) mod clock;
 pub(crate) mod codec;

@@ -291,6 +291,17 @@ impl<H> Batch<H> {
         self.slots.capacity() * std::mem::size_of::<Slot<H>>() + self.arena.capacity_bytes()
     }
 
+    /// Empties the batch like [`Batch::clear`], handing every item's
+    /// non-empty tail to `tail` (e.g. to reuse its buffer).
+    pub fn clear_with(&mut self, mut tail: impl FnMut(Bytes)) {
+        for slot in self.slots.iter_mut() {
+            if !slot.tail.is_empty() {
+                tail(std::mem::take(&mut slot.tail));
+            }
+        }
+        self.clear();
+    }
+
     /// Empties the batch, keeping its buffers for reuse.
     pub fn clear(&mut self) {
         self.plain = None;

@@ -384,7 +384,9 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
                 parked,
             )
         };
-        released.iter_mut().for_each(Batch::clear);
+        for b in released.iter_mut() {
+            b.clear_with(|tail| shared.buffers.give(tail));
+        }
         if settled {
             shared.written.notify_waiters();
             shared.room.notify_waiters();

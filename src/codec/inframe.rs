@@ -278,6 +278,7 @@ mod tests {
             ts_ms: 0,
             entries: WHOLE,
             own_ts: false,
+            tail_mask: [0; 4],
         };
         write_frame(&mut f, h, &[], b"hello", MaskRng::from_os().next_mask());
         let mut r = FrameReader::new(Sender::Client, 100);

@@ -63,6 +63,11 @@ pub(crate) struct Header {
     /// The event set its own `ts` (else the client stamped it when it
     /// accepted the event, and stamps a restored value again).
     pub own_ts: bool,
+    /// The tail is stored masked with this key, as if it began a frame's
+    /// payload (all zero: stored plain). A large message is masked by the
+    /// thread that encoded it, while its bytes are in that thread's cache,
+    /// and then written from where it lies (see [`write_frame_head`]).
+    pub tail_mask: [u8; 4],
 }
 
 /// `entries` for a complete pre-encoded message.
@@ -135,10 +140,24 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8]
         mask_tail(out, start, mask);
         return;
     }
+    let at = write_frame_head(out, h, body, tail.len(), mask);
+    extend_masked(out, tail, mask, at);
+}
+
+/// Appends a masked binary frame for the message made of `h`, `body` and a
+/// tail of `tail_len` bytes, all but the tail (written after it, from
+/// elsewhere). Returns the tail's offset in the payload.
+pub(crate) fn write_frame_head(
+    out: &mut Vec<u8>,
+    h: Header,
+    body: &[u8],
+    tail_len: usize,
+    mask: [u8; 4],
+) -> usize {
+    let len = message_len(h, body.len(), tail_len);
     if h.entries == WHOLE {
         write_header(out, Opcode::Binary, len, mask);
-        extend_masked(out, tail, mask, 0);
-        return;
+        return 0;
     }
     let mut pre = Prefix::default();
     // Frame header (FIN, binary; masked length) and the mask.
@@ -182,10 +201,25 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, h: Header, body: &[u8], tail: &[u8]
     out.extend_from_slice(&pre.buf[..pre.len]);
     let prefix = out.len() - start;
     mask_tail(out, start, mask);
-    // Body and tail copied and masked in one pass each.
+    // The body copied and masked in one pass.
     extend_masked(out, body, mask, prefix);
-    extend_masked(out, tail, mask, prefix + body.len());
-    debug_assert_eq!(out.len() - start, len);
+    debug_assert_eq!(out.len() - start + tail_len, len);
+    prefix + body.len()
+}
+
+/// The frame mask under which a tail stored masked with `key` (as if it
+/// began a payload) is correctly masked when it starts at payload offset
+/// `at`: byte `j` of the tail is masked with `key[j % 4]`, and the frame
+/// masks payload byte `at + j` with `mask[(at + j) % 4]`.
+#[inline]
+pub(crate) fn aligned_mask(key: [u8; 4], at: usize) -> [u8; 4] {
+    let r = at % 4;
+    [
+        key[(4 - r) % 4],
+        key[(5 - r) % 4],
+        key[(6 - r) % 4],
+        key[(7 - r) % 4],
+    ]
 }
 
 /// Up to 32 bytes assembled on the stack.
@@ -211,6 +245,7 @@ impl Payload {
             ts_ms: self.ts_ms,
             entries: self.entries,
             own_ts: false,
+            tail_mask: [0; 4],
         }
     }
 

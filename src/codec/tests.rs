@@ -482,6 +482,7 @@ fn frames_carry_exactly_the_message_on_every_path() {
                         ts_ms: ts,
                         entries,
                         own_ts: true,
+                        tail_mask: [0; 4],
                     };
                     let mut msg = Vec::new();
                     write_message(&mut msg, h, body, tail);

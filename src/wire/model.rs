@@ -10,18 +10,25 @@
 //! in parts. Afterwards the byte stream must split into whole frames, and
 //! every event must appear exactly once, in order.
 //!
+//! Odd-numbered events carry their payload as a large message does: a tail
+//! stored masked, which the wire writes from where it lies, between pieces
+//! of its own buffer (gathering writes that may end anywhere in a piece).
+//!
 //! The sender's old bug (a probe appended before it took the wire back,
 //! i.e. into a buffer of its own while a direct write was in progress)
 //! shows here as a ping inside a data frame: `sender_appends_only_what_it_holds`
 //! would fail.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::Bytes;
 
 use loom::sync::{Arc, Mutex, Notify};
 use loom::thread;
 
 use super::{Pending, Slot};
-use crate::codec::{unframe, Header, MaskRng, Opcode, WHOLE};
+use crate::codec::{mask_tail, unframe, Header, MaskRng, Opcode, WHOLE};
 
 /// The socket: each write takes at most this many bytes.
 const WRITE_CHUNK: usize = 5;
@@ -44,22 +51,46 @@ struct Model {
     socket: Mutex<Vec<u8>>,
 }
 
-fn header() -> Header {
-    Header {
-        ts_ms: 0,
-        entries: WHOLE,
-        own_ts: false,
-    }
-}
-
 /// An event's message: its id, repeated.
 fn body(id: u8) -> Vec<u8> {
     vec![id; 3 + id as usize]
 }
 
-fn socket_write(m: &Model, b: &[u8]) -> std::io::Result<usize> {
-    let n = b.len().min(WRITE_CHUNK);
-    m.socket.lock().unwrap().extend_from_slice(&b[..n]);
+/// An event's header and tail: the message as a plain tail (even ids) or
+/// stored masked (odd ids).
+fn message(id: u8) -> (Header, Bytes) {
+    let mut h = Header {
+        ts_ms: 0,
+        entries: WHOLE,
+        own_ts: false,
+        tail_mask: [0; 4],
+    };
+    let mut tail = body(id);
+    if id % 2 == 1 {
+        h.tail_mask = [0x5a ^ id, 0x33, 0xc3, 0x0f];
+        mask_tail(&mut tail, 0, h.tail_mask);
+    }
+    (h, Bytes::from(tail))
+}
+
+fn append(w: &mut Pending, id: u8) {
+    let (h, tail) = message(id);
+    w.data_frame(h, &[], &tail);
+}
+
+/// One gathering write: the socket takes at most [`WRITE_CHUNK`] bytes,
+/// across the pieces.
+fn socket_write(m: &Model, pieces: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    let mut socket = m.socket.lock().unwrap();
+    let mut n = 0;
+    for p in pieces {
+        let k = p.len().min(WRITE_CHUNK - n);
+        socket.extend_from_slice(&p[..k]);
+        n += k;
+        if n == WRITE_CHUNK {
+            break;
+        }
+    }
     Ok(n)
 }
 
@@ -76,9 +107,9 @@ fn publish(m: &Model, id: u8) {
                 if w.is_empty() {
                     let mark = w.mark();
                     let id = ob.queue.pop_front().unwrap();
-                    w.data_frame(header(), &[], &body(id));
+                    append(w, id);
                     w.control(Opcode::Ping, b"probe");
-                    match w.write_with(|b| socket_write(m, b)) {
+                    match w.write_vectored_with(|s| socket_write(m, s)) {
                         Ok(n) if n > 0 => written = w.is_empty(),
                         _ => {
                             assert!(w.unappend(mark));
@@ -158,11 +189,11 @@ fn sender(m: &Model, wire: Pending) {
             wire.control(Opcode::Pong, b"");
         }
         for id in batch {
-            wire.data_frame(header(), &[], &body(id));
+            append(wire, id);
         }
         wire.control(Opcode::Ping, b"probe");
         while !wire.is_empty() {
-            wire.write_with(|b| socket_write(m, b)).unwrap();
+            wire.write_vectored_with(|s| socket_write(m, s)).unwrap();
         }
     }
 }
@@ -241,7 +272,7 @@ fn run_model(events: u8, with_ping: bool) {
             spawn(Box::new(move || {
                 let mut initial = Pending::new(MaskRng::from_os());
                 // INIT, written by the sender before anything else.
-                initial.data_frame(header(), &[], &body(0));
+                append(&mut initial, 0);
                 sender(&m, initial)
             }))
         };
