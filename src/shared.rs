@@ -261,7 +261,7 @@ impl Shared {
             #[cfg(test)]
             panic_sender: AtomicBool::new(false),
             last_error: Mutex::new(None),
-            buffers: crate::buffers::Buffers::default(),
+            buffers: crate::buffers::Buffers::new(config.queue.max_bytes),
             uri_shown: crate::redact_uri(&config.uri),
             config,
         }
