@@ -1,11 +1,12 @@
 //! Draws the plots of BENCHMARKS.md from the latest results:
 //! `target/criterion/throughput_reliable_60B` (criterion's medians),
-//! `target/bench-results/latency.json` and `staleness.json`. Run the other
-//! benches first:
+//! `target/bench-results/latency.json`, `staleness.json` and
+//! `payloads.json`. Run the other benches first:
 //!
 //! ```text
 //! cargo bench --bench throughput && cargo bench --bench latency && \
-//! cargo bench --bench staleness && cargo bench --bench report
+//! cargo bench --bench staleness && cargo bench --bench payloads && \
+//! cargo bench --bench report
 //! ```
 //!
 //! Writes `benches/plots/*.png`. Missing results (or no DejaVu font for the
@@ -272,6 +273,104 @@ fn staleness(out: &Path, prefix: &str, title: &str) -> Res {
     Ok(())
 }
 
+/// Throughput (MB/s) and client CPU per MB by frame size: vuer-client,
+/// both baselines and the ceiling (`benches/payloads.rs`).
+fn payloads(out: &Path) -> Res {
+    let Some(rows) = read_json(&root().join("target/bench-results/payloads.json")) else {
+        println!("no payloads.json; run `cargo bench --bench payloads`");
+        return Ok(());
+    };
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let f = |r: &Json, k: &str| r[k].as_f64().unwrap_or(0.0);
+    let frame = |r: &Json| f(r, "frame").max(1.0);
+    let mbs = |r: &Json, k: &str| f(r, k) * frame(r) / 1e6;
+    let xmin = rows.iter().map(frame).fold(f64::MAX, f64::min) / 1.5;
+    let xmax = rows.iter().map(frame).fold(1.0, f64::max) * 1.5;
+    let root = BitMapBackend::new(out, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(560);
+    let series = [
+        ("vuer-client", "ours", BLUE),
+        ("tokio-tungstenite feed 64", "tt", RED),
+        ("fastwebsockets", "fws", MAGENTA),
+        ("ceiling (pre-encoded)", "ceiling", BLACK),
+    ];
+    let ymax = rows
+        .iter()
+        .flat_map(|r| series.iter().map(move |s| mbs(r, s.1)))
+        .fold(1.0, f64::max)
+        * 1.3;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("Reliable events: MB/s by frame size", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d((xmin..xmax).log_scale(), 0.0..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("frame bytes (log)")
+        .y_desc("MB/s")
+        .draw()?;
+    for (name, key, color) in series {
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|r| (frame(r), mbs(r, key))),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    let cpu = |r: &Json, i: usize| r["cpu_ms_per_mb"][i].as_f64().unwrap_or(0.0);
+    let cmax = rows
+        .iter()
+        .flat_map(|r| (0..3).map(move |i| cpu(r, i)))
+        .fold(0.1, f64::max)
+        * 1.5;
+    let mut chart = ChartBuilder::on(&right)
+        .caption("Client CPU per MB sent (ms, log)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d((xmin..xmax).log_scale(), (0.05..cmax).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("frame bytes (log)")
+        .y_desc("ms per MB")
+        .draw()?;
+    for (i, (name, _, color)) in series.iter().take(3).enumerate() {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|r| (frame(r), cpu(r, i).max(0.05))),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 fn main() {
     if !register_font() {
         println!("no DejaVuSans.ttf found: plots skipped");
@@ -300,13 +399,20 @@ fn main() {
             "Age of the values read through a 20 kB/s link (p99 per second; 10 keys x 10 kHz)",
         )
     };
-    let plots: [Plot; 4] = [
+    let plots: [Plot; 5] = [
         ("throughput.png", &throughput),
+        ("payloads.png", &payloads),
         ("latency.png", &latency),
         ("staleness_slow_reader.png", &staleness_reader),
         ("staleness_slow_link.png", &staleness_link),
     ];
+    // `REPORT_ONLY=payloads` redraws one plot and leaves the others as
+    // they are.
+    let only = std::env::var("REPORT_ONLY").ok();
     for (name, f) in plots {
+        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
         if let Err(e) = f(&dir.join(name)) {
             println!("{name}: {e}");
         }

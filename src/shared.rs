@@ -283,8 +283,10 @@ impl Shared {
         std::mem::replace(&mut ob.sender_idle, false)
     }
 
-    /// Encodes and queues one event. Never blocks, never allocates in the
-    /// steady state (buffers are recycled), safe from any thread.
+    /// Encodes and queues one event. Never blocks, safe from any thread. A
+    /// small message allocates nothing in the steady state (the ring's
+    /// chunks are recycled); a large one takes a buffer the sender gave
+    /// back when one is free (`buffers`), and its shared handle.
     pub(crate) fn publish_with(
         &self,
         meta: Meta<'_>,
