@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vuer_client::ring::{Batch, KeyRef, Overflow, Ring, RingLimits};
+use vuer_client::internals::ring::{Batch, KeyRef, Overflow, Ring, RingLimits};
 use vuer_client::{encode_message, DynEvent, Value, VuerClient};
 
 const LIMITS: RingLimits = RingLimits {

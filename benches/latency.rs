@@ -21,8 +21,8 @@ use futures_util::SinkExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
-use vuer_client::server::{now_unix_ns, EventHook, LocalServer, Received, ServerOptions};
 use vuer_client::{Coalesce, Event, VuerClient};
+use vuer_client_testkit::server::{now_unix_ns, EventHook, LocalServer, Received, ServerOptions};
 
 /// A pose stamped with its send time (ns since the Unix epoch).
 #[derive(Serialize)]

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vuer_client::server::LocalServer;
 use vuer_client::{Coalesce, Event, VuerClient};
+use vuer_client_testkit::server::LocalServer;
 
 /// The event every contender sends.
 #[derive(Serialize)]
@@ -311,7 +311,7 @@ fn main() {
         .build()
         .unwrap();
     let sink = sink_rt.block_on(async {
-        LocalServer::start(vuer_client::server::ServerOptions {
+        LocalServer::start(vuer_client_testkit::server::ServerOptions {
             decode: false,
             scene_on_init: false,
             ..Default::default()

@@ -17,9 +17,8 @@
 //! `target/bench-results/staleness.json` for the plots.
 
 mod common;
-#[path = "../tests/common/proxy.rs"]
-#[allow(dead_code)]
-mod proxy;
+
+use vuer_client_testkit::proxy;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,8 +27,8 @@ use common::*;
 use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
-use vuer_client::server::{EventHook, LocalServer, Received, ServerOptions};
 use vuer_client::{DynEvent, Pacing, Value, VuerClient};
+use vuer_client_testkit::server::{EventHook, LocalServer, Received, ServerOptions};
 
 type Ages = Arc<Mutex<Vec<(f64, f64)>>>;
 /// A case to run: its name and a function returning (time, age) samples.

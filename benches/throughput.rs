@@ -73,7 +73,7 @@ fn throughput(c: &mut Criterion) {
 /// Events/s of one run of `n` reliable events from a thread.
 fn ours_once(
     rt: &tokio::runtime::Runtime,
-    server: &vuer_client::server::LocalServer,
+    server: &vuer_client_testkit::server::LocalServer,
     n: u64,
     how: Producer,
 ) -> f64 {
@@ -83,7 +83,7 @@ fn ours_once(
 /// Events/s of one baseline run (feed 64, then flush) of `n` events.
 fn baseline_once(
     rt: &tokio::runtime::Runtime,
-    server: &vuer_client::server::LocalServer,
+    server: &vuer_client_testkit::server::LocalServer,
     n: u64,
 ) -> f64 {
     n as f64 / baseline_run(rt, server, n, 64).as_secs_f64()

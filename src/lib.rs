@@ -115,14 +115,35 @@ mod event;
 pub mod fuzzing;
 mod inbound;
 mod pacing;
-pub mod ring;
+// Public items, reachable only through `internals` (a feature for the test
+// kit and the ring's bench).
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod ring;
 mod sender;
-pub mod server;
 mod shared;
 mod stats;
 mod supervisor;
 mod value;
 mod wire;
+
+/// Internals for `vuer-client-testkit` and the ring's bench: the coalescing
+/// ring and the frame reader. Not public API: behind the `internals`
+/// feature, with no stability promised.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    /// The coalescing ring, for its bench.
+    pub mod ring {
+        pub use crate::ring::*;
+    }
+    /// The websocket frame reader the client uses, for the test kit's
+    /// server.
+    pub mod frames {
+        pub use crate::codec::inframe::{
+            op, parse_head, Frame, FrameError, FrameReader, Head, Sender, READ_CHUNK,
+        };
+    }
+}
 
 pub use client::{encode_message, ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
 pub use config::{

@@ -885,7 +885,7 @@ mod tests {
         // Issue 14, item 13: only the sender's batch path resynced, so a
         // stream whose every event was written directly never followed a
         // step of the wall clock.
-        let server = crate::server::LocalServer::start(Default::default())
+        let server = vuer_client_testkit::server::LocalServer::start(Default::default())
             .await
             .unwrap();
         let client = crate::VuerClient::connect(&server.uri()).await.unwrap();

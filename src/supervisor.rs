@@ -498,7 +498,7 @@ mod tests {
     async fn a_task_that_panics_is_its_own_reason_and_the_client_reconnects() {
         // Issue 14, item 5: a panic in the sender left a client that said
         // `connected` forever.
-        let server = crate::server::LocalServer::start(Default::default())
+        let server = vuer_client_testkit::server::LocalServer::start(Default::default())
             .await
             .unwrap();
         let client = crate::VuerClient::builder()

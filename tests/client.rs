@@ -1,18 +1,19 @@
 //! The client against the in-process server: connecting (and every way it
 //! can fail), TLS, the public API, and closing.
 
-mod common;
+use vuer_client_testkit as common;
+use vuer_client_testkit::check_identity;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::bounded;
 use serde::Serialize;
-use vuer_client::server::{LocalServer, ServerOptions};
 use vuer_client::{
     Coalesce, ConnectError, ConnectionState, Disconnect, DynEvent, Event, Latest, PublishError,
     Value, VuerClient,
 };
+use vuer_client_testkit::server::{LocalServer, ServerOptions};
 
 #[derive(Serialize)]
 struct Tick(u64);
@@ -25,14 +26,6 @@ impl Event for Tick {
 
 async fn server() -> LocalServer {
     LocalServer::start(ServerOptions::default()).await.unwrap()
-}
-
-fn check_identity(s: &vuer_client::Stats) {
-    assert_eq!(
-        s.published,
-        s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending,
-        "{s:?}"
-    );
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! stays flat, and what arrives when it reads again or when the client
 //! closes.
 
-mod common;
+use vuer_client_testkit as common;
+use vuer_client_testkit::check_identity;
+use vuer_client_testkit::rss_bytes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,30 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bounded;
-use vuer_client::server::{LocalServer, ServerOptions};
 use vuer_client::{DynEvent, PublishError, Value, VuerClient};
+use vuer_client_testkit::server::{LocalServer, ServerOptions};
 
 const KEYS: usize = 10;
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
-fn check_identity(s: &vuer_client::Stats) {
-    assert_eq!(
-        s.published,
-        s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending,
-        "{s:?}"
-    );
-}
 
 /// The latest value the server saw for each key, and the reliable sequence.
 fn seen(server: &LocalServer) -> (HashMap<String, i64>, Vec<i64>) {

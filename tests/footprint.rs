@@ -2,26 +2,14 @@
 //! process's resident memory: this file's tests run one at a time, alone in
 //! their process (other test binaries would blur the figure).
 
-mod common;
+use vuer_client_testkit as common;
+use vuer_client_testkit::rss_bytes;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::bounded;
 use vuer_client::VuerClient;
-
-/// Resident memory of this process, bytes.
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
 
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -11,7 +11,7 @@
 //! close code and a typed [`Disconnect`]. Nothing panics, nothing grows
 //! without bound.
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,11 @@ use bytes::Bytes;
 use common::{bounded, RawPeer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vuer_client::server::{server_event, LocalServer};
 use vuer_client::{
     ClientBuilder, ConnectionState, Disconnect, DynEvent, InboundPolicy, ServerEvent, Value,
     VuerClient,
 };
+use vuer_client_testkit::server::{server_event, LocalServer};
 
 // ---------------------------------------------------------------------------
 // Building server frames and messages by hand

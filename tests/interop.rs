@@ -2,7 +2,7 @@
 //! on first use; see tests/common). Each test spawns the server on a free
 //! port and checks what its handlers saw.
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ async fn server_handlers_get_init_and_every_event_in_order() {
             assert!(info[field].is_string(), "{field} missing: {info}");
         }
         // ts is integer milliseconds, close to now.
-        let now_ms = vuer_client::server::now_unix_ns() / 1_000_000;
+        let now_ms = vuer_client_testkit::server::now_unix_ns() / 1_000_000;
         let ts = init["ts"].as_u64().expect("int ts");
         assert!(now_ms.abs_diff(ts) < 10_000, "ts {ts} vs now {now_ms}");
 

@@ -13,7 +13,9 @@
 //!
 //! Run with `VUER_PYTHON=/path/to/python cargo test --test resilience`.
 
-mod common;
+use vuer_client_testkit as common;
+use vuer_client_testkit::check_identity;
+use vuer_client_testkit::rss_bytes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,11 +26,10 @@ use std::time::{Duration, Instant};
 use common::bounded;
 use common::proxy::{Cut, Direction, Proxy, ProxyOptions};
 use tokio::sync::{broadcast, watch};
-use vuer_client::server::{LocalServer, Received, ServerOptions};
 use vuer_client::{
-    ConnectionState, Disconnect, DynEvent, PublishError, Publisher, Reconnect, Stats, Value,
-    VuerClient,
+    ConnectionState, Disconnect, DynEvent, PublishError, Publisher, Reconnect, Value, VuerClient,
 };
+use vuer_client_testkit::server::{LocalServer, Received, ServerOptions};
 
 /// Keys of the keyed (latest value wins) stream.
 const KEYS: usize = 4;
@@ -54,29 +55,6 @@ const RECONNECT_BOUND: Duration = Duration::from_millis(240 + 760);
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
-}
-
-fn check_identity(s: &Stats) {
-    assert_eq!(
-        s.published,
-        s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending,
-        "published != sent + coalesced + expired + rejected + dropped + pending: {s:#?}"
-    );
-}
-
-/// Resident memory of this process, bytes.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kb: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
-    kb * 1024
 }
 
 fn key_name(k: usize) -> String {
@@ -1850,75 +1828,6 @@ async fn python_server_killed_and_restarted_on_the_same_port() {
         );
         assert!(reconnect1 <= RECONNECT_BOUND && reconnect2 <= RECONNECT_BOUND);
         client.close().await.unwrap();
-    })
-    .await;
-}
-
-// ---------------------------------------------------------------------------
-// The proxy itself (tests/common/proxy.rs), against a TCP echo server.
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_limits_stalls_black_holes_and_cuts() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _serial = serial().await;
-    bounded(30, async {
-        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = echo.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = echo.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
-        let proxy = Proxy::start(target).await.unwrap();
-        let mut c = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-        let mut buf = vec![0u8; 64 << 10];
-
-        // Bandwidth: 50 KB up at 100 KB/s takes about half a second.
-        proxy.set_bandwidth(Direction::Up, Some(100_000));
-        let t = Instant::now();
-        c.write_all(&[1u8; 50_000]).await.unwrap();
-        c.read_exact(&mut buf[..50_000]).await.unwrap();
-        let took = t.elapsed();
-        assert!(
-            took >= Duration::from_millis(400) && took <= Duration::from_secs(3),
-            "{took:?}"
-        );
-        proxy.set_bandwidth(Direction::Both, None);
-
-        // A stall in one direction holds the bytes until resumed.
-        proxy.stall(Direction::Down);
-        c.write_all(b"ping").await.unwrap();
-        let r = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await;
-        assert!(r.is_err(), "bytes crossed a stalled direction");
-        proxy.resume(Direction::Down);
-        c.read_exact(&mut buf[..4]).await.unwrap();
-        assert_eq!(&buf[..4], b"ping");
-        // Counted once each write returns (a moment after the echo).
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while proxy.forwarded() != (50_004, 50_004) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(proxy.forwarded(), (50_004, 50_004));
-
-        // A black hole: nothing crosses, nothing closes.
-        assert_eq!(proxy.black_hole(), 1);
-        c.write_all(b"lost").await.unwrap();
-        let r = tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await;
-        assert!(r.is_err(), "a black hole answered or closed: {r:?}");
-        assert_eq!(proxy.open(), 1);
-
-        // New connections work; a cut with RST resets them.
-        let mut d = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-        d.write_all(b"again").await.unwrap();
-        d.read_exact(&mut buf[..5]).await.unwrap();
-        assert_eq!(proxy.cut(Cut::Reset), 2);
-        let err = d.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
-        assert_eq!(proxy.accepted(), 2);
     })
     .await;
 }

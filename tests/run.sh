@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it (.ci/run calls this script):
 #   - a Python virtualenv with vuer 0.1.6 (the real server the interop tests
 #     talk to), created in .venv when missing;
-#   - format check, clippy with -D warnings;
+#   - format check, clippy with -D warnings (the workspace: library, CLI,
+#     test kit; and the library alone, as users build it);
 #   - every test: unit, integration (in-process server), interop (real
 #     Python server), CLI, doctests;
 #   - every bench compiled and run once, briefly, so they cannot rot
@@ -18,10 +19,12 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test"
-cargo test
+echo "== cargo clippy (the library, the CLI and the test kit)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test (the library, the CLI and the test kit)"
+cargo test --workspace
+echo "== the library alone (no test kit, no internals): builds and lints"
+cargo clippy -p vuer-client --lib -- -D warnings
 echo "== cargo bench -- --test (every bench compiled and run once, briefly)"
-cargo bench -- --test
+cargo bench --workspace -- --test
 echo "== all checks passed"

@@ -4,7 +4,7 @@
 //! global subscriber at TRACE level: the client's tasks log from the
 //! runtime's threads), which is why these tests have a binary of their own.
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -114,10 +114,12 @@ async fn a_connection_without_certificate_verification_is_logged() {
     let logs = logs();
     bounded(30, async {
         let (config, _) = common::self_signed_tls();
-        let server = vuer_client::server::LocalServer::start(vuer_client::server::ServerOptions {
-            tls: Some(config),
-            ..Default::default()
-        })
+        let server = vuer_client_testkit::server::LocalServer::start(
+            vuer_client_testkit::server::ServerOptions {
+                tls: Some(config),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
         let client = VuerClient::builder()

@@ -1,17 +1,17 @@
-//! The embedded server (`vuer_client::server`, used by the CLI's `serve`
+//! The embedded server (`vuer_client_testkit::server`, used by the CLI's `serve`
 //! and `bench` and by users' tests) against hostile clients: its memory and
 //! its tasks stay bounded, and a bad frame closes one connection, not the
 //! server (issue 14, item 12).
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::time::{Duration, Instant};
 
 use common::bounded;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vuer_client::server::{LocalServer, ServerOptions};
 use vuer_client::{DynEvent, Value, VuerClient};
+use vuer_client_testkit::server::{LocalServer, ServerOptions};
 
 /// Connects and completes a websocket upgrade by hand.
 async fn raw_client(server: &LocalServer) -> TcpStream {

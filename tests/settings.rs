@@ -1,7 +1,7 @@
 //! Settings: every builder value is either accepted and works or refused
 //! with a typed error (never a panic).
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::time::Duration;
 

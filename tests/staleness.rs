@@ -4,14 +4,14 @@
 //! messages/s, and through a TCP proxy that forwards 20 kB/s; the age of
 //! each value the server reads is its receive time minus the event's `ts`.
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{bounded, PyServer};
-use vuer_client::server::{EventHook, LocalServer, Received, ServerOptions};
 use vuer_client::{DynEvent, Value, VuerClient};
+use vuer_client_testkit::server::{EventHook, LocalServer, Received, ServerOptions};
 
 /// (seconds since start, age in ms) of every POSE the server read.
 type Ages = Arc<Mutex<Vec<(f64, f64)>>>;

@@ -9,7 +9,7 @@
 //! The short variants run in CI; `cargo test --release --test wire_stress
 //! -- --ignored` runs the long ones.
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

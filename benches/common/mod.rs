@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
-use vuer_client::server::{LocalServer, ServerOptions};
 use vuer_client::{Coalesce, Event, PublishError, Publisher, VuerClient};
+use vuer_client_testkit::server::{LocalServer, ServerOptions};
 
 /// The event of PERF_NOTES.md: `{ts, etype: "SET_POSITION", value: [f32; 3]}`,
 /// 54 bytes of msgpack, 60 on the wire.
@@ -46,7 +46,7 @@ pub struct Envelope {
 }
 
 pub fn now_ms() -> u64 {
-    vuer_client::server::now_unix_ns() / 1_000_000
+    vuer_client_testkit::server::now_unix_ns() / 1_000_000
 }
 
 /// The counting sink (frames counted from raw reads, payloads skipped).

@@ -17,29 +17,29 @@
 use bytes::{Buf, BytesMut};
 
 /// Most bytes the reader asks to grow by for one read.
-pub(crate) const READ_CHUNK: usize = 64 << 10;
+pub const READ_CHUNK: usize = 64 << 10;
 
 /// Websocket opcodes (RFC 6455 §5.2).
-pub(crate) mod op {
-    pub(crate) const CONTINUATION: u8 = 0x0;
-    pub(crate) const TEXT: u8 = 0x1;
-    pub(crate) const BINARY: u8 = 0x2;
-    pub(crate) const CLOSE: u8 = 0x8;
-    pub(crate) const PING: u8 = 0x9;
-    pub(crate) const PONG: u8 = 0xa;
+pub mod op {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xa;
 }
 
 /// Who sends the frames being read: clients must mask them, servers must
 /// not (RFC 6455 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sender {
+pub enum Sender {
     Client,
     Server,
 }
 
 /// A frame whose form breaks RFC 6455, or one over the size limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// A rule of the frame's form (close with 1002).
     Protocol(&'static str),
     /// The frame's payload is over the limit (close with 1009).
@@ -48,7 +48,7 @@ pub(crate) enum FrameError {
 
 /// A frame's header, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Head {
+pub struct Head {
     pub fin: bool,
     pub opcode: u8,
     pub mask: Option<[u8; 4]>,
@@ -60,7 +60,7 @@ pub(crate) struct Head {
 
 /// Parses the header at the front of `b`: `Ok(None)` when more bytes are
 /// needed. Checks everything the header alone can tell.
-pub(crate) fn parse_head(b: &[u8], from: Sender, limit: usize) -> Result<Option<Head>, FrameError> {
+pub fn parse_head(b: &[u8], from: Sender, limit: usize) -> Result<Option<Head>, FrameError> {
     if b.len() < 2 {
         return Ok(None);
     }
@@ -139,7 +139,7 @@ pub(crate) fn parse_head(b: &[u8], from: Sender, limit: usize) -> Result<Option<
 
 /// A whole frame, its payload unmasked.
 #[derive(Debug)]
-pub(crate) struct Frame {
+pub struct Frame {
     pub fin: bool,
     pub opcode: u8,
     pub payload: BytesMut,
@@ -149,7 +149,7 @@ pub(crate) struct Frame {
 /// and a read into [`FrameReader::buffer`], take frames with
 /// [`FrameReader::next_frame`].
 #[derive(Debug)]
-pub(crate) struct FrameReader {
+pub struct FrameReader {
     buf: BytesMut,
     from: Sender,
     limit: usize,
@@ -161,7 +161,7 @@ pub(crate) struct FrameReader {
 impl FrameReader {
     /// A reader of frames sent by `from`, each at most `limit` bytes of
     /// payload.
-    pub(crate) fn new(from: Sender, limit: usize) -> Self {
+    pub fn new(from: Sender, limit: usize) -> Self {
         FrameReader {
             buf: BytesMut::with_capacity(8 << 10),
             from,
@@ -171,18 +171,18 @@ impl FrameReader {
     }
 
     /// Bytes received and not yet returned as frames.
-    pub(crate) fn buffered(&self) -> usize {
+    pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
     /// The buffer's capacity (memory it holds).
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 
     /// Makes room for the next read: what the current frame still needs
     /// (at most [`READ_CHUNK`]), or a chunk for the next headers.
-    pub(crate) fn reserve_for_read(&mut self) {
+    pub fn reserve_for_read(&mut self) {
         let missing = self.need.saturating_sub(self.buf.len());
         let want = if missing > 0 {
             missing.min(READ_CHUNK)
@@ -193,12 +193,12 @@ impl FrameReader {
     }
 
     /// The buffer to read into (after [`FrameReader::reserve_for_read`]).
-    pub(crate) fn buffer(&mut self) -> &mut BytesMut {
+    pub fn buffer(&mut self) -> &mut BytesMut {
         &mut self.buf
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let Some(head) = parse_head(&self.buf, self.from, self.limit)? else {
             self.need = 0;
             return Ok(None);

@@ -11,6 +11,10 @@
 //! into its write buffer.
 
 mod frame;
+// Public items, reachable only through `internals::frames` (the test kit's
+// server reads frames with the client's own reader).
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
+#[cfg_attr(feature = "internals", allow(missing_docs))]
 pub(crate) mod inframe;
 mod json;
 mod read;

@@ -4,7 +4,10 @@
 //! reports a refused upgrade as a bare status code (we want the start of the
 //! body too, e.g. Vuer's 404 page for a wrong path), it does not check
 //! `Sec-WebSocket-Accept`, and it prints driver errors to stderr. The request
-//! is built the way it builds it, with its `generate_key`.
+//! is built the way it builds it; the key is 16 random bytes in base64 as
+//! RFC 6455 §4.1 asks (what its `generate_key` does: the library no longer
+//! depends on fastwebsockets, whose `upgrade` feature also switched on
+//! hyper's server half).
 
 use std::time::Duration;
 
@@ -31,7 +34,7 @@ pub(crate) async fn upgrade(
     timeout: Duration,
 ) -> Result<(Transport, Bytes), ConnectError> {
     let uri = target.shown.clone();
-    let key = fastwebsockets::handshake::generate_key();
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let mut req = Request::builder()
         .method("GET")
         .uri(&target.path_and_query)

@@ -3,7 +3,7 @@
 //! 0.1.6 server (tests/common). Every test is bounded in time; readiness
 //! comes from the servers' counters and the CLI's own output, not sleeps.
 
-mod common;
+use vuer_client_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -14,8 +14,8 @@ use common::{bounded, python_lock, PyServer};
 use serde_json::Value as Json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-use vuer_client::server::{LocalServer, Received, ServerOptions};
 use vuer_client::Value;
+use vuer_client_testkit::server::{LocalServer, Received, ServerOptions};
 
 const T: Duration = Duration::from_secs(20);
 

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use vuer_client::server::{LocalServer, Received, ServerOptions};
+use vuer_client_testkit::server::{LocalServer, Received, ServerOptions};
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
@@ -26,7 +26,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         Arc::new(move |r: &Received| {
             // A closed stdout must not stop the server.
             let _ = writeln!(std::io::stdout().lock(), "{}", printer.line(&r.event));
-        }) as vuer_client::server::EventHook
+        }) as vuer_client_testkit::server::EventHook
     });
     let opts = ServerOptions {
         addr,

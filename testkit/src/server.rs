@@ -19,7 +19,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use vuer_client::server::{LocalServer, ServerOptions};
+//! use vuer_client_testkit::server::{LocalServer, ServerOptions};
 //! let server = LocalServer::start(ServerOptions::default()).await?;
 //! let mut client = vuer_client::VuerClient::connect(&server.uri()).await?;
 //! client.publish(&vuer_client::DynEvent::new("HELLO").value("hi"))?;
@@ -47,8 +47,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::inframe::{op, parse_head, FrameError, FrameReader, Sender};
-use crate::{ServerEvent, Value};
+use vuer_client::internals::frames::{op, parse_head, FrameError, FrameReader, Sender};
+use vuer_client::{ServerEvent, Value};
 
 /// A callback for every event the server decodes.
 pub type EventHook = Arc<dyn Fn(&Received) + Send + Sync>;

@@ -1,9 +1,51 @@
-//! Shared test helpers: the real Python vuer server (created in a
-//! virtualenv on first use), free ports, and time bounds.
+//! Test kit for [`vuer_client`]: what its own tests, benches and CLI use
+//! to exercise a client, and what your tests can use too.
+//!
+//! * [`server::LocalServer`]: a Vuer-compatible websocket server in
+//!   process, on port 0: answers INIT with a scene, records what it
+//!   receives (or only counts frames), answers RPCs, and can pause reading,
+//!   drop pongs, close with a code, or stop, to put a client under the
+//!   conditions a real server creates.
+//! * [`proxy::Proxy`]: a TCP proxy that injects faults (stalls, black
+//!   holes, cuts, bandwidth limits) between a client and a server.
+//! * [`checker::Checker`]: a strict sink that checks every frame's form and
+//!   every payload byte of the stress test's events.
+//! * [`PyServer`]: the real Python `vuer` server (0.1.6, in a virtualenv
+//!   created on first use) on a free port.
+//! * Helpers: [`bounded`] (a test that cannot hang), [`quiet_server`],
+//!   [`self_signed_tls`], [`check_identity`] (the stats' accounting
+//!   identity), [`rss_bytes`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use vuer_client::{DynEvent, VuerClient};
+//! use vuer_client_testkit::{bounded, server::{LocalServer, ServerOptions}};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! bounded(10, async {
+//!     let server = LocalServer::start(ServerOptions::default()).await.unwrap();
+//!     let client = VuerClient::connect(&server.uri()).await.unwrap();
+//!     client.send(&DynEvent::new("SET_POSITION").value([0.0f32, 1.0, 0.0])).await.unwrap();
+//!     client.flush().await.unwrap();
+//!     assert!(
+//!         server
+//!             .wait_until(|s| s.events >= 2, Duration::from_secs(5))
+//!             .await,
+//!         "INIT and the position"
+//!     );
+//!     let got = server.received();
+//!     assert_eq!(got.last().unwrap().event.etype(), "SET_POSITION");
+//!     client.close().await.unwrap();
+//! })
+//! .await;
+//! # }
+//! ```
 #![allow(dead_code)]
 
 pub mod checker;
 pub mod proxy;
+pub mod server;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,12 +55,41 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
-use vuer_client::server::{LocalServer, ServerOptions};
 
+use crate::server::{LocalServer, ServerOptions};
+
+/// The accounting identity every client's stats keep: each event offered
+/// is sent, coalesced, expired, rejected, dropped, or still pending.
+pub fn check_identity(s: &vuer_client::Stats) {
+    assert_eq!(
+        s.published,
+        s.sent + s.coalesced + s.expired + s.rejected + s.dropped + s.pending,
+        "published != sent + coalesced + expired + rejected + dropped + pending: {s:#?}"
+    );
+}
+
+/// This process's resident memory (`VmRSS` of `/proc/self/status`), bytes;
+/// 0 where there is no `/proc`.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The vuer version the interop tests run against.
 pub const VUER_VERSION: &str = "0.1.6";
 
+/// The repository (the workspace root: `.venv` and `tests/py` live there).
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the test kit lives in the workspace")
 }
 
 /// Runs `fut` with a deadline, failing the test if it passes.

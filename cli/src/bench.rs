@@ -35,8 +35,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 use tokio::runtime::Runtime;
-use vuer_client::server::{now_unix_ns, LocalServer, Received, ServerOptions};
 use vuer_client::{Coalesce, Event, PublishError, Publisher, Stats};
+use vuer_client_testkit::server::{now_unix_ns, LocalServer, Received, ServerOptions};
 
 use crate::cli::{BenchArgs, Common};
 use crate::connect;
