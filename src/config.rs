@@ -7,9 +7,13 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use crate::connection::socket::SocketOptions;
+use crate::connection::tls::TlsOptions;
+use crate::connection::ConnectOptions;
 use crate::error::ConnectError;
+use crate::pacing::Pacing;
+use crate::reconnect::Reconnect;
 use crate::ring::{Overflow, RingLimits};
-use crate::{Pacing, Reconnect, Value, VuerClient};
+use crate::value::Value;
 
 /// The longest duration a setting takes; longer ones are clamped to it (100
 /// years), so that no deadline computed from a setting overflows.
@@ -49,32 +53,13 @@ pub enum InboundPolicy {
     Backpressure,
 }
 
-#[derive(Clone, Default)]
-pub(crate) struct TlsOptions {
-    pub verify: bool,
-    pub extra_roots: Vec<CertificateDer<'static>>,
-    pub custom: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl std::fmt::Debug for TlsOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsOptions")
-            .field("verify", &self.verify)
-            .field("extra_roots", &self.extra_roots.len())
-            .field("custom", &self.custom.is_some())
-            .finish()
-    }
-}
-
 /// The full configuration (built by [`ClientBuilder`]).
 #[derive(Clone)]
 pub(crate) struct Config {
     pub uri: String,
-    pub connect_timeout: Duration,
-    pub tcp_nodelay: bool,
-    pub headers: Vec<(String, String)>,
-    pub tls: TlsOptions,
-    pub socket: SocketOptions,
+    /// What opening a connection needs (timeout, TCP and TLS options,
+    /// headers).
+    pub connect: ConnectOptions,
     pub init: Option<Vec<(String, Value)>>,
     pub max_inbound_message: usize,
     pub max_outgoing_message: usize,
@@ -102,6 +87,7 @@ impl std::fmt::Debug for Config {
     /// values hidden: they may carry credentials.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let headers: Vec<(&str, &str)> = self
+            .connect
             .headers
             .iter()
             .map(|(k, _)| (k.as_str(), "<redacted>"))
@@ -109,7 +95,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("uri", &crate::redact_uri(&self.uri))
             .field("headers", &headers)
-            .field("tls", &self.tls)
+            .field("tls", &self.connect.tls)
             .field("queue", &self.queue)
             .field("overflow", &self.overflow)
             .field("pacing", &self.pacing)
@@ -123,14 +109,16 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             uri: DEFAULT_URI.to_owned(),
-            connect_timeout: Duration::from_secs(10),
-            tcp_nodelay: true,
-            headers: Vec::new(),
-            tls: TlsOptions {
-                verify: true,
-                ..Default::default()
+            connect: ConnectOptions {
+                connect_timeout: Duration::from_secs(10),
+                tcp_nodelay: true,
+                headers: Vec::new(),
+                tls: TlsOptions {
+                    verify: true,
+                    ..Default::default()
+                },
+                socket: SocketOptions::default(),
             },
-            socket: SocketOptions::default(),
             init: Some(default_init_info()),
             max_inbound_message: DEFAULT_MAX_INBOUND_MESSAGE,
             max_outgoing_message: DEFAULT_MAX_OUTGOING_MESSAGE,
@@ -219,7 +207,7 @@ impl ClientBuilder {
         }
         if let Ok(v) = std::env::var("VUER_SSL_VERIFY") {
             match parse_bool(&v) {
-                Some(on) => b.config.tls.verify = on,
+                Some(on) => b.config.connect.tls.verify = on,
                 None => b
                     .errors
                     .push(format!("VUER_SSL_VERIFY={v:?} is not a boolean")),
@@ -238,7 +226,7 @@ impl ClientBuilder {
     /// Time allowed for each stage of connecting (resolution, TCP, TLS, the
     /// upgrade). Default: 10 s.
     pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.config.connect_timeout = clamp_duration(t);
+        self.config.connect.connect_timeout = clamp_duration(t);
         self
     }
 
@@ -246,13 +234,16 @@ impl ClientBuilder {
     /// stream measured a p99 one-way latency of 23 ms instead of 0.3 ms;
     /// the sender batches by itself, so there is nothing to gain from it.
     pub fn tcp_nodelay(mut self, on: bool) -> Self {
-        self.config.tcp_nodelay = on;
+        self.config.connect.tcp_nodelay = on;
         self
     }
 
     /// An extra HTTP header on the upgrade request (e.g. for a proxy).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config.headers.push((name.into(), value.into()));
+        self.config
+            .connect
+            .headers
+            .push((name.into(), value.into()));
         self
     }
 
@@ -261,13 +252,14 @@ impl ClientBuilder {
     /// for self-signed tunnels: the connection is still encrypted, but the
     /// server is not authenticated.
     pub fn tls_verify(mut self, on: bool) -> Self {
-        self.config.tls.verify = on;
+        self.config.connect.tls.verify = on;
         self
     }
 
     /// Trusts an extra root certificate (DER), besides the webpki roots.
     pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
         self.config
+            .connect
             .tls
             .extra_roots
             .push(CertificateDer::from(der.into()));
@@ -278,7 +270,7 @@ impl ClientBuilder {
     /// makes [`connect`](Self::connect) fail.
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Self {
         match crate::connection::tls::certs_from_pem(pem) {
-            Ok(certs) => self.config.tls.extra_roots.extend(certs),
+            Ok(certs) => self.config.connect.tls.extra_roots.extend(certs),
             Err(e) => self.errors.push(e),
         }
         self
@@ -287,7 +279,7 @@ impl ClientBuilder {
     /// Uses a rustls configuration built by the caller (client
     /// certificates, other roots); it replaces the options above.
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.config.tls.custom = Some(config);
+        self.config.connect.tls.custom = Some(config);
         self
     }
 
@@ -493,14 +485,14 @@ impl ClientBuilder {
     /// buffer), which only suits bulk transfers where staleness does not
     /// matter.
     pub fn notsent_lowat(mut self, bytes: Option<u32>) -> Self {
-        self.config.socket.notsent_lowat = bytes;
+        self.config.connect.socket.notsent_lowat = bytes;
         self
     }
 
     /// `SO_SNDBUF`: the kernel send buffer. Default: none (the kernel's
     /// auto-tuning).
     pub fn send_buffer(mut self, bytes: Option<u32>) -> Self {
-        self.config.socket.send_buffer = bytes;
+        self.config.connect.socket.send_buffer = bytes;
         self
     }
 
@@ -565,7 +557,7 @@ impl ClientBuilder {
         }
         let c = &self.config;
         let bad = |m: String| Err(ConnectError::InvalidConfig(m));
-        if c.connect_timeout.is_zero() {
+        if c.connect.connect_timeout.is_zero() {
             return bad("connect_timeout is zero: every connection would time out".into());
         }
         if c.ping_interval
@@ -608,7 +600,7 @@ impl ClientBuilder {
                 ));
             }
         }
-        for (name, value) in &c.headers {
+        for (name, value) in &c.connect.headers {
             if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return bad(format!("header {name:?} is not a valid HTTP header name"));
             }
@@ -619,12 +611,6 @@ impl ClientBuilder {
             }
         }
         Ok(())
-    }
-
-    /// Connects and starts the client's tasks. Must be called within a
-    /// tokio runtime.
-    pub async fn connect(self) -> Result<VuerClient, ConnectError> {
-        VuerClient::connect_with(self).await
     }
 }
 

@@ -225,8 +225,7 @@ async fn dispatch(shared: &Shared, ctx: &ConnCtx, ev: ServerEvent) -> Option<Dec
                 }
             };
             if let Some(value) = answer {
-                let reply = crate::client::reply_event(&ev, value);
-                match crate::client::publish_dyn(shared, &reply) {
+                match shared.publish(&ev.reply(value)) {
                     Ok(()) => Counters::add(&shared.counters.rpc_answered, 1),
                     Err(e) => {
                         tracing::warn!(error = %e, etype = ev.etype(), "cannot queue RPC answer")

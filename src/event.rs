@@ -8,6 +8,10 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::{
+    encode_into, to_msgpack, write_str, BodyParts, Envelope, Payload, ETYPE_KEY, KEY_KEY,
+    VALUE_KEY, WHOLE,
+};
 use crate::error::{DecodeError, EncodeError};
 use crate::Value;
 
@@ -427,23 +431,6 @@ pub struct ServerEvent {
     pub(crate) from_text: bool,
 }
 
-/// Byte ranges of the envelope's parts inside the frame.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Envelope {
-    pub(crate) etype: Range<usize>,
-    pub(crate) ts_ms: Option<i64>,
-    pub(crate) data: Option<Range<usize>>,
-    pub(crate) value: Option<Range<usize>>,
-    pub(crate) uuid: Option<Range<usize>>,
-    pub(crate) rtype: Option<Range<usize>>,
-    pub(crate) key: Option<Range<usize>>,
-    pub(crate) strict: Option<bool>,
-    /// How many other top-level entries there are (found again on demand
-    /// by [`crate::codec::envelope_extras`]: storing their ranges would cost
-    /// 16 times the message's size for a message made of empty entries).
-    pub(crate) extras: usize,
-}
-
 impl ServerEvent {
     /// Decodes one binary (msgpack) message.
     pub fn from_msgpack(frame: Bytes) -> Result<Self, DecodeError> {
@@ -518,6 +505,22 @@ impl ServerEvent {
             .map(|u| format!("{}_RESPONSE@{}", self.etype(), u))
     }
 
+    /// The answer to this event as an RPC request (PROTOCOL.md §7): a
+    /// reliable event of etype [`ServerEvent::reply_etype`] (else
+    /// `<etype>_RESPONSE`) carrying `value`, with this event's key.
+    /// [`VuerClient::respond`](crate::VuerClient::respond) publishes it;
+    /// build it yourself to send it another way.
+    pub fn reply(&self, value: impl Into<Value>) -> DynEvent {
+        let etype = self
+            .reply_etype()
+            .unwrap_or_else(|| format!("{}_RESPONSE", self.etype()));
+        let mut ev = DynEvent::new(etype).value(value).reliable();
+        if let Some(k) = self.key() {
+            ev = ev.key(k);
+        }
+        ev
+    }
+
     fn payload_range(&self) -> Option<&Range<usize>> {
         self.env.data.as_ref().or(self.env.value.as_ref())
     }
@@ -538,7 +541,7 @@ impl ServerEvent {
     /// [`data_raw`](Self::data_raw).
     pub fn data(&self) -> Result<Value, DecodeError> {
         match self.data_raw() {
-            Some(raw) => crate::codec::decode_value(raw),
+            Some(raw) => crate::value::decode_value(raw),
             None => Ok(Value::Nil),
         }
     }
@@ -568,7 +571,7 @@ impl ServerEvent {
         }
         crate::codec::envelope_extras(&self.frame)
             .find(|(k, _)| &self.frame[k.clone()] == name.as_bytes())
-            .map(|(_, v)| crate::codec::decode_value(&self.frame[v]))
+            .map(|(_, v)| crate::value::decode_value(&self.frame[v]))
     }
 
     /// Names of the other top-level entries, in wire order.
@@ -587,7 +590,7 @@ impl ServerEvent {
 
     /// The whole message as a [`Value`] map.
     pub fn to_value(&self) -> Result<Value, DecodeError> {
-        crate::codec::decode_value(&self.frame)
+        crate::value::decode_value(&self.frame)
     }
 
     /// True if this event arrived in a text (JSON) frame.
@@ -623,12 +626,168 @@ impl std::fmt::Debug for ServerEvent {
     }
 }
 
-impl Value {
-    /// Converts anything serde can serialize into a [`Value`] (through
-    /// msgpack, so the result has exactly the wire types).
-    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<Value, EncodeError> {
-        let mut buf = Vec::new();
-        crate::codec::to_msgpack(&mut buf, value, false)?;
-        crate::codec::decode_value(&buf).map_err(|e| EncodeError::Custom(e.to_string()))
+/// What an outgoing event says about itself to be queued: its etype, how
+/// it coalesces, its own `ts` and maximum age, if any.
+/// (Named by the sealed encoding trait; not constructible outside the
+/// crate in any useful way.)
+pub struct Meta<'a> {
+    /// The event type.
+    pub etype: &'a str,
+    /// How it coalesces.
+    pub coalesce: Coalesce<'a>,
+    /// Its own `ts`, if it sets one.
+    pub ts: Option<u64>,
+    /// Its own maximum age, if it sets one.
+    pub max_age: Option<Duration>,
+}
+
+pub(crate) mod sealed {
+    use super::*;
+    use crate::codec::Payload;
+
+    /// How an outgoing event is queued and encoded.
+    pub trait Encode {
+        fn meta(&self) -> Meta<'_>;
+        /// Appends the body (the envelope without `ts`) to `out`.
+        fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError>;
+        fn encode(&self, out: &mut Payload, all_f32: bool) -> Result<(), EncodeError> {
+            encode_into(out, |b| self.encode_body(b, all_f32))
+        }
     }
+
+    impl<E: Event> Encode for E {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: E::ETYPE,
+                coalesce: self.coalesce(),
+                ts: Event::ts(self),
+                max_age: Event::max_age(self),
+            }
+        }
+        fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError> {
+            body_typed(self, out, all_f32)
+        }
+    }
+
+    impl Encode for DynEvent {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: &self.etype,
+                coalesce: self.coalesce(),
+                ts: self.ts,
+                max_age: self.max_age,
+            }
+        }
+        fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError> {
+            body_dyn(self, out, all_f32)
+        }
+    }
+
+    impl Encode for RawEvent {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: self.etype(),
+                coalesce: self.coalesce(),
+                ts: None,
+                max_age: None,
+            }
+        }
+        fn encode_body(
+            &self,
+            _out: &mut Vec<u8>,
+            _all_f32: bool,
+        ) -> Result<BodyParts, EncodeError> {
+            Ok(body_raw(self))
+        }
+    }
+}
+
+/// Anything the client can send: a typed [`Event`], a [`DynEvent`] or a
+/// [`RawEvent`]. Sealed; implement [`Event`] for your own types.
+pub trait Outgoing: sealed::Encode {}
+impl<T: sealed::Encode + ?Sized> Outgoing for T {}
+
+// The bodies of outgoing events: each event type's fields in the order the
+// Python client writes them, on the codec's primitives.
+
+/// Appends a typed event's body: `[key], value, etype` after `ts`, the
+/// order Python gives a `ClientEvent` subclass with a class-attribute
+/// `etype`.
+pub(crate) fn body_typed<E: Event + ?Sized>(
+    ev: &E,
+    out: &mut Vec<u8>,
+    all_f32: bool,
+) -> Result<BodyParts, EncodeError> {
+    out.reserve(64);
+    let mut entries = 2;
+    if let Some(k) = ev.key() {
+        out.extend_from_slice(KEY_KEY);
+        write_str(out, k);
+        entries += 1;
+    }
+    out.extend_from_slice(VALUE_KEY);
+    to_msgpack(out, ev, all_f32)?;
+    out.extend_from_slice(ETYPE_KEY);
+    write_str(out, E::ETYPE);
+    Ok((entries, Bytes::new()))
+}
+
+/// Appends a dynamic event's body: `etype, [key], extras..., value` after
+/// `ts`, the order of Python's keyword form `ClientEvent(etype=..., key=...,
+/// value=...)`.
+pub(crate) fn body_dyn(
+    ev: &DynEvent,
+    out: &mut Vec<u8>,
+    all_f32: bool,
+) -> Result<BodyParts, EncodeError> {
+    let mut entries = 2;
+    let mut tail = Bytes::new();
+    out.extend_from_slice(ETYPE_KEY);
+    write_str(out, &ev.etype);
+    if let Some(k) = &ev.key {
+        out.extend_from_slice(KEY_KEY);
+        write_str(out, k);
+        entries += 1;
+    }
+    for (name, v) in &ev.extras {
+        write_str(out, name);
+        to_msgpack(out, v, all_f32)?;
+        entries += 1;
+    }
+    out.extend_from_slice(VALUE_KEY);
+    match &ev.value {
+        DynValue::Value(v) => to_msgpack(out, v, all_f32)?,
+        DynValue::Encoded(b) => tail = b.clone(),
+    }
+    Ok((entries, tail))
+}
+
+/// A pre-encoded message is sent as is.
+pub(crate) fn body_raw(ev: &RawEvent) -> BodyParts {
+    (WHOLE, ev.bytes.clone())
+}
+
+/// Encodes a typed event into a [`Payload`].
+#[cfg(test)]
+pub(crate) fn encode_typed<E: Event + ?Sized>(
+    ev: &E,
+    out: &mut Payload,
+    all_f32: bool,
+) -> Result<(), EncodeError> {
+    encode_into(out, |b| body_typed(ev, b, all_f32))
+}
+
+/// Encodes a dynamic event into a [`Payload`].
+pub(crate) fn encode_dyn(
+    ev: &DynEvent,
+    out: &mut Payload,
+    all_f32: bool,
+) -> Result<(), EncodeError> {
+    encode_into(out, |b| body_dyn(ev, b, all_f32))
+}
+
+/// Encodes a pre-encoded message into a [`Payload`].
+#[cfg(test)]
+pub(crate) fn encode_raw(ev: &RawEvent, out: &mut Payload) {
+    let _ = encode_into(out, |_| Ok(body_raw(ev)));
 }

@@ -115,12 +115,14 @@ mod event;
 pub mod fuzzing;
 mod inbound;
 mod pacing;
+mod reconnect;
 // Public items, reachable only through `internals` (a feature for the test
 // kit and the ring's bench).
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 mod ring;
 mod sender;
 mod shared;
+mod state;
 mod stats;
 mod supervisor;
 mod value;
@@ -145,7 +147,7 @@ pub mod internals {
     }
 }
 
-pub use client::{encode_message, ConnectionState, Outgoing, Publisher, Subscription, VuerClient};
+pub use client::{encode_message, Publisher, Subscription, VuerClient};
 pub use config::{
     default_init_info, ClientBuilder, InboundPolicy, DEFAULT_MAX_INBOUND_MESSAGE,
     DEFAULT_MAX_OUTGOING_MESSAGE, DEFAULT_URI, MAX_QUEUED_BYTES_LIMIT,
@@ -155,12 +157,13 @@ pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};
 pub use error::{
     CloseError, ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError,
 };
-pub use event::{Coalesce, DynEvent, Event, Latest, RawEvent, Reliable, ServerEvent};
+pub use event::{Coalesce, DynEvent, Event, Latest, Outgoing, RawEvent, Reliable, ServerEvent};
 pub use inbound::etype_matches;
 pub use pacing::Pacing;
+pub use reconnect::Reconnect;
 pub use ring::Overflow;
+pub use state::ConnectionState;
 pub use stats::Stats;
-pub use supervisor::Reconnect;
 pub use value::Value;
 
 /// The README's examples, compiled as doctests.

@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::clock;
-use crate::codec::{encode_dyn, Header, Opcode, Payload};
+use crate::codec::{Header, Opcode, Payload};
+use crate::event::encode_dyn;
 use crate::event::DynEvent;
 use crate::pacing::{Decision, Pacer};
 use crate::ring::Batch;

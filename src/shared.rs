@@ -1,8 +1,11 @@
 //! State shared by the handles and the background tasks.
 //!
-//! Handles never touch the socket. They encode an event, then take the
+//! Handles never wait on the socket. They encode an event, then take the
 //! outbox lock for a few dozen nanoseconds to put it in the ring, and wake
-//! the sender task only if it is idle. The lock is a blocking mutex: it is
+//! the sender task only if it is idle; when events are sparse and the
+//! sender is parked, the publishing thread writes the frame itself with one
+//! non-blocking write (the direct path, see `wire`), leaving any rest to
+//! the sender. The lock is a blocking mutex: it is
 //! never held across an `.await`, every critical section is a handful of
 //! pointer moves, and it can be taken from any thread (a control loop that
 //! is not a tokio task), which an async mutex could not. It is
@@ -26,12 +29,12 @@ use crate::codec::{BodyParts, Header};
 use crate::config::Config;
 use crate::connection::socket::SocketHandle;
 use crate::error::{Disconnect, EncodeError, PublishError};
-use crate::event::Coalesce;
+use crate::event::{Coalesce, Meta, Outgoing};
 use crate::inbound::Inbound;
 use crate::ring::{KeyRef, Ring};
+use crate::state::ConnectionState;
 use crate::stats::{Counters, Stats};
 use crate::wire::{Slot, Wire};
-use crate::ConnectionState;
 
 /// `publish` writes a frame itself (instead of handing it to the sender
 /// task) only when the sender has been idle at least this long: then events
@@ -214,14 +217,6 @@ struct Stamp<'k> {
     tail_mask: [u8; 4],
 }
 
-/// What an outgoing event needs to say about itself to be queued.
-pub struct Meta<'a> {
-    pub etype: &'a str,
-    pub coalesce: Coalesce<'a>,
-    pub ts: Option<u64>,
-    pub max_age: Option<Duration>,
-}
-
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
         let ring = Ring::new(config.queue, config.overflow);
@@ -281,6 +276,12 @@ impl Shared {
     /// Wakes the sender if it is idle.
     pub(crate) fn poke_sender(&self, ob: &mut Outbox) -> bool {
         std::mem::replace(&mut ob.sender_idle, false)
+    }
+
+    /// Queues one event of any kind ([`Outgoing`]): what the handles'
+    /// `publish` and the decoder's RPC answers call.
+    pub(crate) fn publish<E: Outgoing + ?Sized>(&self, event: &E) -> Result<(), PublishError> {
+        self.publish_with(event.meta(), |b, f32| event.encode_body(b, f32))
     }
 
     /// Encodes and queues one event. Never blocks, safe from any thread. A

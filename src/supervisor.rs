@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::connection::{self, Connection, Target};
 use crate::decoder::{self, DecoderExit};
-use crate::error::Disconnect;
+use crate::error::{ConnectError, Disconnect};
+use crate::reconnect::Reconnect;
 use crate::sender::{self, SenderExit};
 use crate::shared::{ConnCtx, Control, Direct, Outbox, Shared};
+use crate::state::ConnectionState;
 use crate::stats::Counters;
 use crate::wire::{Slot, Wire};
-use crate::ConnectionState;
 
 /// Marks the supervisor task's end: if the task is dropped before it
 /// closed the client (its runtime shut down, e.g. when `main` returned with
@@ -133,7 +134,16 @@ async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
             }
             attempt += 1;
             attempts_total += 1;
-            if policy.max_attempts.is_some_and(|m| attempt > m) {
+            // Read once: a close() from now on ends the backoff below.
+            let closing = shared.close_requested.is_cancelled();
+            let Some(delay) = next_attempt(
+                shared,
+                &policy,
+                attempt,
+                attempts_total,
+                closing,
+                &last_error,
+            ) else {
                 add_downtime(shared, down_since);
                 finish(
                     shared,
@@ -143,21 +153,7 @@ async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
                     },
                 );
                 return;
-            }
-            // Read once: a close() from now on ends the backoff below.
-            let closing = shared.close_requested.is_cancelled();
-            let delay = if closing {
-                // Delivering before the close's deadline: a short pause
-                // between attempts, not the backoff.
-                CLOSING_RETRY.min(policy.delay(attempt, attempts_total))
-            } else {
-                policy.delay(attempt, attempts_total)
             };
-            shared.set_state(ConnectionState::Reconnecting {
-                attempt,
-                delay,
-                error: last_error.clone(),
-            });
             let close_called = tokio::select! {
                 biased;
                 _ = shared.close_requested.cancelled(), if !closing => true,
@@ -167,7 +163,7 @@ async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
                 // `close()` during the backoff: decide again (above).
                 continue;
             }
-            let connect = connection::connect(&target, &shared.config);
+            let connect = connection::connect(&target, &shared.config.connect);
             let result = tokio::select! {
                 biased;
                 _ = close_deadline(shared) => {
@@ -189,6 +185,67 @@ async fn supervise(shared: &Arc<Shared>, target: Target, first: Connection) {
                     last_error = e.to_string();
                     shared.set_last_error(&e);
                 }
+            }
+        }
+    }
+}
+
+/// One step of the backoff, for the reconnect loop and the first connect
+/// alike: `None` when the policy's attempts are used up; else the delay
+/// before attempt `attempt` (1-based; `total` counts every attempt, to vary
+/// the jitter), announced as [`ConnectionState::Reconnecting`] with the
+/// previous attempt's `error`. While closing with events to deliver, the
+/// pause is short ([`CLOSING_RETRY`]), not the backoff.
+fn next_attempt(
+    shared: &Shared,
+    policy: &Reconnect,
+    attempt: u32,
+    total: u64,
+    closing: bool,
+    error: &str,
+) -> Option<Duration> {
+    if policy.max_attempts.is_some_and(|m| attempt > m) {
+        return None;
+    }
+    let backoff = policy.delay(attempt, total);
+    let delay = if closing {
+        CLOSING_RETRY.min(backoff)
+    } else {
+        backoff
+    };
+    shared.set_state(ConnectionState::Reconnecting {
+        attempt,
+        delay,
+        error: error.to_owned(),
+    });
+    Some(delay)
+}
+
+/// The first connection: one attempt, or, with `retry_first_connect`, the
+/// reconnect policy's attempts (the same backoff as after a loss).
+pub(crate) async fn first_connect(
+    shared: &Arc<Shared>,
+    target: &Target,
+) -> Result<Connection, ConnectError> {
+    let policy = shared
+        .config
+        .reconnect
+        .clone()
+        .filter(|_| shared.config.retry_first_connect);
+    let mut attempt = 0u32;
+    loop {
+        match connection::connect(target, &shared.config.connect).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                let Some(p) = &policy else { return Err(e) };
+                attempt += 1;
+                let error = e.to_string();
+                let Some(delay) = next_attempt(shared, p, attempt, attempt as u64, false, &error)
+                else {
+                    return Err(e);
+                };
+                tracing::info!(attempt, ?delay, %error, "first connect failed; retrying");
+                tokio::time::sleep(delay).await;
             }
         }
     }
@@ -423,71 +480,6 @@ fn decoder_reason(d: DecoderExit) -> Disconnect {
         }
         DecoderExit::TooBig { limit } => Disconnect::MessageTooBig { limit },
     }
-}
-
-/// Reconnect policy: exponential backoff with jitter.
-///
-/// The delay before attempt `n` (1-based) is
-/// `min(initial * multiplier^(n-1), max)`, randomised by ± `jitter`
-/// (a fraction), so that many clients do not reconnect in lockstep.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reconnect {
-    /// Delay before the first attempt. Default: 100 ms (a restarted server
-    /// is usually back within a second; a first quick retry finds it).
-    pub initial_delay: Duration,
-    /// Upper bound of the delay. Default: 5 s (the stream is never more
-    /// than that away from resuming once the server is back).
-    pub max_delay: Duration,
-    /// Growth factor per failed attempt. Default: 2.
-    pub multiplier: f64,
-    /// Random spread of each delay, as a fraction. Default: 0.2 (± 20 %).
-    pub jitter: f64,
-    /// Attempts after a connection is lost before the client gives up and
-    /// closes ([`Disconnect::GaveUp`]). Default: `None` (forever).
-    ///
-    /// The count (and the backoff) start again only after a connection
-    /// stayed up for 2 s: against a server that accepts and closes at
-    /// once, attempts go on growing, and so does the delay.
-    pub max_attempts: Option<u32>,
-}
-
-impl Default for Reconnect {
-    fn default() -> Self {
-        Reconnect {
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
-            multiplier: 2.0,
-            jitter: 0.2,
-            max_attempts: None,
-        }
-    }
-}
-
-impl Reconnect {
-    /// The delay before attempt `attempt` (1-based); `salt` varies the jitter.
-    pub(crate) fn delay(&self, attempt: u32, salt: u64) -> Duration {
-        let base = self.initial_delay.as_secs_f64()
-            * self
-                .multiplier
-                .max(1.0)
-                .powi(attempt.saturating_sub(1).min(64) as i32);
-        let capped = base.min(self.max_delay.as_secs_f64());
-        let r = jitter_unit(salt); // in [-1, 1)
-        let j = self.jitter.clamp(0.0, 1.0);
-        // Whatever the fields hold (the builder refuses a NaN multiplier or
-        // jitter, but the struct is public), no panic: an unrepresentable
-        // delay is the maximum.
-        Duration::try_from_secs_f64((capped * (1.0 + j * r)).max(0.0))
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
-    }
-}
-
-fn jitter_unit(salt: u64) -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(salt);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
 }
 
 #[cfg(test)]

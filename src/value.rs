@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+mod msgpack;
+
+pub(crate) use msgpack::{decode_value, write_value};
+
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -142,9 +146,19 @@ impl Value {
         }
     }
 
+    /// Converts anything serde can serialize into a [`Value`] (through
+    /// msgpack, so the result has exactly the wire types).
+    pub fn from_serialize<T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Value, crate::EncodeError> {
+        let mut buf = Vec::new();
+        crate::codec::to_msgpack(&mut buf, value, false)?;
+        decode_value(&buf).map_err(|e| crate::EncodeError::Custom(e.to_string()))
+    }
+
     /// Decodes one msgpack value from `bytes` (the whole slice must be used).
     pub fn from_msgpack(bytes: &[u8]) -> Result<Value, crate::DecodeError> {
-        crate::codec::decode_value(bytes)
+        decode_value(bytes)
     }
 
     /// Encodes this value as msgpack, choosing the smallest form for every
@@ -152,7 +166,7 @@ impl Value {
     /// Python's `msgpack.packb` writes).
     pub fn to_msgpack(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        crate::codec::write_value(&mut out, self);
+        write_value(&mut out, self);
         out
     }
 }

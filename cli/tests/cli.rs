@@ -728,9 +728,13 @@ async fn record_then_replay_round_trips_values_order_and_timing() {
             let want = (t[i] - t[i - 1]) / 2.0;
             assert!((gap - want).abs() < 0.1, "gap {i}: {gap} vs {want}");
         }
+        // The whole replay keeps the recorded span (halved); the first
+        // event may itself be late on a loaded machine (the schedule is
+        // anchored at the start, so a late first event shortens the span
+        // by as much), hence the same 100 ms as the gaps.
         let span = (replayed[4].at_unix_ns - replayed[0].at_unix_ns) as f64 / 1e9;
         assert!(
-            span >= recorded_span / 2.0 - 0.01,
+            span >= recorded_span / 2.0 - 0.1,
             "{span} vs {recorded_span}"
         );
         std::fs::remove_file(file).ok();

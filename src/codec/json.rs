@@ -50,7 +50,7 @@ mod tests {
         let mut text = s.as_bytes().to_vec();
         let mut out = Vec::new();
         json_to_msgpack(&mut text, &mut out)?;
-        crate::codec::decode_value(&out)
+        crate::value::decode_value(&out)
     }
 
     #[test]
@@ -90,7 +90,7 @@ mod tests {
         let _ = json_to_msgpack(&mut text, &mut out);
         if !out.is_empty() {
             assert!(matches!(
-                crate::codec::decode_value(&out),
+                crate::value::decode_value(&out),
                 Err(DecodeError::TooDeep { .. })
             ));
         }

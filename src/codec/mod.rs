@@ -1,8 +1,11 @@
 //! The Vuer wire format: msgpack envelopes and client websocket frames.
 //!
-//! Nothing here knows about tokio or sockets: encoding and decoding are plain
-//! functions over byte buffers, unit-tested against the golden vectors made by
-//! the real Python package and benched on their own.
+//! Nothing here knows about tokio or sockets, nor about the event and value
+//! types: encoding and decoding are plain functions over byte buffers (the
+//! envelope reader, msgpack primitives, framing, masking), unit-tested
+//! against the golden vectors made by the real Python package and benched
+//! on their own. The value type's msgpack form is in `value/msgpack.rs`, and
+//! each event type's body encoder in `event.rs`, both built on these.
 //!
 //! Outgoing events are encoded in two steps. When an event is published, its
 //! envelope *without `ts`* is encoded into a [`Payload`] (that is the part
@@ -31,12 +34,14 @@ pub(crate) use frame::{
     extend_masked, mask_tail, write_close, write_control, write_header, MaskRng, Opcode,
 };
 pub(crate) use json::json_to_msgpack;
-pub(crate) use read::{decode_value, validate_value, Number, Reader};
+pub(crate) use read::{validate_value, Head, Number, Reader, MAX_DEPTH};
 pub(crate) use ser::to_msgpack;
-pub(crate) use write::write_value;
+pub(crate) use write::{
+    write_array_len, write_bin, write_bool, write_ext, write_f32, write_f64, write_int,
+    write_map_len, write_nil, write_str, write_uint,
+};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::event::{DynEvent, DynValue, Envelope, Event, RawEvent};
 use write::*;
 
 /// An encoded outgoing message, minus its `ts` (written at send time from
@@ -77,10 +82,10 @@ pub(crate) struct Header {
 /// `entries` for a complete pre-encoded message.
 pub(crate) const WHOLE: u32 = u32::MAX;
 
-const TS_KEY: &[u8] = &[0xa2, b't', b's'];
-const KEY_KEY: &[u8] = &[0xa3, b'k', b'e', b'y'];
-const VALUE_KEY: &[u8] = &[0xa5, b'v', b'a', b'l', b'u', b'e'];
-const ETYPE_KEY: &[u8] = &[0xa5, b'e', b't', b'y', b'p', b'e'];
+pub(crate) const TS_KEY: &[u8] = &[0xa2, b't', b's'];
+pub(crate) const KEY_KEY: &[u8] = &[0xa3, b'k', b'e', b'y'];
+pub(crate) const VALUE_KEY: &[u8] = &[0xa5, b'v', b'a', b'l', b'u', b'e'];
+pub(crate) const ETYPE_KEY: &[u8] = &[0xa5, b'e', b't', b'y', b'p', b'e'];
 
 /// Size of the msgpack message made of `h`, a body and a tail.
 #[inline]
@@ -280,67 +285,27 @@ impl Payload {
     }
 }
 
+/// Byte ranges of the envelope's parts inside the frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Envelope {
+    pub(crate) etype: Range<usize>,
+    pub(crate) ts_ms: Option<i64>,
+    pub(crate) data: Option<Range<usize>>,
+    pub(crate) value: Option<Range<usize>>,
+    pub(crate) uuid: Option<Range<usize>>,
+    pub(crate) rtype: Option<Range<usize>>,
+    pub(crate) key: Option<Range<usize>>,
+    pub(crate) strict: Option<bool>,
+    /// How many other top-level entries there are (found again on demand
+    /// by [`crate::codec::envelope_extras`]: storing their ranges would cost
+    /// 16 times the message's size for a message made of empty entries).
+    pub(crate) extras: usize,
+}
+
 /// What a body encoder produces besides the bytes it appended: the number
 /// of map entries it wrote (not counting `ts`; [`WHOLE`] for a complete
 /// message) and the bytes that follow unchanged.
 pub(crate) type BodyParts = (u32, Bytes);
-
-/// Appends a typed event's body: `[key], value, etype` after `ts`, the
-/// order Python gives a `ClientEvent` subclass with a class-attribute
-/// `etype`.
-pub(crate) fn body_typed<E: Event + ?Sized>(
-    ev: &E,
-    out: &mut Vec<u8>,
-    all_f32: bool,
-) -> Result<BodyParts, EncodeError> {
-    out.reserve(64);
-    let mut entries = 2;
-    if let Some(k) = ev.key() {
-        out.extend_from_slice(KEY_KEY);
-        write_str(out, k);
-        entries += 1;
-    }
-    out.extend_from_slice(VALUE_KEY);
-    to_msgpack(out, ev, all_f32)?;
-    out.extend_from_slice(ETYPE_KEY);
-    write_str(out, E::ETYPE);
-    Ok((entries, Bytes::new()))
-}
-
-/// Appends a dynamic event's body: `etype, [key], extras..., value` after
-/// `ts`, the order of Python's keyword form `ClientEvent(etype=..., key=...,
-/// value=...)`.
-pub(crate) fn body_dyn(
-    ev: &DynEvent,
-    out: &mut Vec<u8>,
-    all_f32: bool,
-) -> Result<BodyParts, EncodeError> {
-    let mut entries = 2;
-    let mut tail = Bytes::new();
-    out.extend_from_slice(ETYPE_KEY);
-    write_str(out, &ev.etype);
-    if let Some(k) = &ev.key {
-        out.extend_from_slice(KEY_KEY);
-        write_str(out, k);
-        entries += 1;
-    }
-    for (name, v) in &ev.extras {
-        write_str(out, name);
-        to_msgpack(out, v, all_f32)?;
-        entries += 1;
-    }
-    out.extend_from_slice(VALUE_KEY);
-    match &ev.value {
-        DynValue::Value(v) => to_msgpack(out, v, all_f32)?,
-        DynValue::Encoded(b) => tail = b.clone(),
-    }
-    Ok((entries, tail))
-}
-
-/// A pre-encoded message is sent as is.
-pub(crate) fn body_raw(ev: &RawEvent) -> BodyParts {
-    (WHOLE, ev.bytes.clone())
-}
 
 /// Encodes into a [`Payload`] with one of the body encoders.
 pub(crate) fn encode_into(
@@ -352,31 +317,6 @@ pub(crate) fn encode_into(
     out.entries = entries;
     out.tail = tail;
     Ok(())
-}
-
-/// Encodes a typed event into a [`Payload`].
-#[cfg(test)]
-pub(crate) fn encode_typed<E: Event + ?Sized>(
-    ev: &E,
-    out: &mut Payload,
-    all_f32: bool,
-) -> Result<(), EncodeError> {
-    encode_into(out, |b| body_typed(ev, b, all_f32))
-}
-
-/// Encodes a dynamic event into a [`Payload`].
-pub(crate) fn encode_dyn(
-    ev: &DynEvent,
-    out: &mut Payload,
-    all_f32: bool,
-) -> Result<(), EncodeError> {
-    encode_into(out, |b| body_dyn(ev, b, all_f32))
-}
-
-/// Encodes a pre-encoded message into a [`Payload`].
-#[cfg(test)]
-pub(crate) fn encode_raw(ev: &RawEvent, out: &mut Payload) {
-    let _ = encode_into(out, |_| Ok(body_raw(ev)));
 }
 
 /// True if a top-level entry named `key`, whose value starts with the byte

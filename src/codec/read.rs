@@ -8,7 +8,6 @@
 use std::ops::Range;
 
 use crate::error::DecodeError;
-use crate::Value;
 
 /// Deepest nesting accepted in an inbound message. Vuer scenes nest a few
 /// dozen levels at most; the limit only exists so that a hostile message
@@ -21,7 +20,7 @@ pub(crate) struct Reader<'a> {
 }
 
 /// What a marker byte announces.
-enum Head {
+pub(crate) enum Head {
     Nil,
     Bool(bool),
     UInt(u64),
@@ -54,7 +53,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
             return Err(DecodeError::Truncated {
                 offset: self.pos,
@@ -89,7 +88,7 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes(self.be()?) as usize)
     }
 
-    fn head(&mut self) -> Result<Head, DecodeError> {
+    pub(crate) fn head(&mut self) -> Result<Head, DecodeError> {
         let at = self.pos;
         let m = self.u8()?;
         Ok(match m {
@@ -147,7 +146,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn str_body(&mut self, n: usize) -> Result<&'a str, DecodeError> {
+    pub(crate) fn str_body(&mut self, n: usize) -> Result<&'a str, DecodeError> {
         let at = self.pos;
         let b = self.take(n)?;
         std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8 { offset: at })
@@ -174,7 +173,7 @@ impl<'a> Reader<'a> {
     /// Each array element takes at least one byte and each map entry two, so
     /// a declared count larger than what remains is a lie: reject it before
     /// anything is allocated for it.
-    fn check_count(&self, n: usize, min_bytes_each: usize) -> Result<(), DecodeError> {
+    pub(crate) fn check_count(&self, n: usize, min_bytes_each: usize) -> Result<(), DecodeError> {
         if n.saturating_mul(min_bytes_each) > self.remaining() {
             return Err(DecodeError::Truncated {
                 offset: self.pos,
@@ -184,42 +183,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Reads one value into a [`Value`].
-    pub(crate) fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
-        if depth > MAX_DEPTH {
-            return Err(DecodeError::TooDeep { limit: MAX_DEPTH });
-        }
-        Ok(match self.head()? {
-            Head::Nil => Value::Nil,
-            Head::Bool(b) => Value::Bool(b),
-            Head::UInt(u) => Value::from(u),
-            Head::Int(i) => Value::Int(i),
-            Head::F32(f) => Value::F32(f),
-            Head::F64(f) => Value::F64(f),
-            Head::Str(n) => Value::Str(self.str_body(n)?.to_owned()),
-            Head::Bin(n) => Value::Bin(self.take(n)?.to_vec()),
-            Head::Ext(t, n) => Value::Ext(t, self.take(n)?.to_vec()),
-            Head::Array(n) => {
-                self.check_count(n, 1)?;
-                let mut a = Vec::with_capacity(n);
-                for _ in 0..n {
-                    a.push(self.value(depth + 1)?);
-                }
-                Value::Array(a)
-            }
-            Head::Map(n) => {
-                self.check_count(n, 2)?;
-                let mut m = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = self.key()?.to_owned();
-                    m.push((k, self.value(depth + 1)?));
-                }
-                Value::Map(m)
-            }
-        })
-    }
-
-    /// Skips one value, validating it as [`Reader::value`] would (UTF-8,
+    /// Skips one value, validating it as reading it into a `Value` would (UTF-8,
     /// string keys, nesting, lengths) without allocating.
     pub(crate) fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
         if depth > MAX_DEPTH {
@@ -314,18 +278,6 @@ pub(crate) enum Number {
     UInt(u64),
     Int(i64),
     Float(f64),
-}
-
-/// Decodes exactly one value filling all of `bytes`.
-pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let v = r.value(0)?;
-    if r.remaining() != 0 {
-        return Err(DecodeError::TrailingBytes {
-            count: r.remaining(),
-        });
-    }
-    Ok(v)
 }
 
 /// Checks that `bytes` hold exactly one well-formed value.

@@ -7,7 +7,8 @@ use serde_json::Value as Json;
 
 use super::frame::unframe;
 use super::*;
-use crate::event::{DynEvent, Event, RawEvent, ServerEvent};
+use crate::event::{encode_dyn, encode_raw, encode_typed, DynEvent, Event, RawEvent, ServerEvent};
+use crate::value::{decode_value, write_value};
 use crate::Value;
 
 const VECTORS: &str = include_str!("../../tests/data/vectors.json");

@@ -5,8 +5,6 @@
 //! Every function appends to a `Vec<u8>` and cannot fail, so the hot path has
 //! no `Result` plumbing.
 
-use crate::Value;
-
 #[inline]
 pub(crate) fn write_nil(out: &mut Vec<u8>) {
     out.push(0xc0);
@@ -203,32 +201,4 @@ pub(crate) fn write_ext(out: &mut Vec<u8>, tag: i8, data: &[u8]) {
     }
     out.push(tag as u8);
     out.extend_from_slice(data);
-}
-
-/// Writes a [`Value`] in canonical form.
-pub(crate) fn write_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Nil => write_nil(out),
-        Value::Bool(b) => write_bool(out, *b),
-        Value::Int(i) => write_int(out, *i),
-        Value::UInt(u) => write_uint(out, *u),
-        Value::F32(f) => write_f32(out, *f),
-        Value::F64(f) => write_f64(out, *f),
-        Value::Str(s) => write_str(out, s),
-        Value::Bin(b) => write_bin(out, b),
-        Value::Array(a) => {
-            write_array_len(out, a.len());
-            for x in a {
-                write_value(out, x);
-            }
-        }
-        Value::Map(m) => {
-            write_map_len(out, m.len());
-            for (k, x) in m {
-                write_str(out, k);
-                write_value(out, x);
-            }
-        }
-        Value::Ext(tag, data) => write_ext(out, *tag, data),
-    }
 }

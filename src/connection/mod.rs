@@ -17,8 +17,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::Config;
 use crate::error::ConnectError;
+use socket::SocketOptions;
+use tls::TlsOptions;
+
+/// What opening a connection needs (the part of the client's
+/// configuration this module reads; the rest of it is none of its
+/// business).
+#[derive(Clone)]
+pub(crate) struct ConnectOptions {
+    /// For the whole of resolving, connecting, TLS and the upgrade.
+    pub connect_timeout: std::time::Duration,
+    pub tcp_nodelay: bool,
+    /// Extra headers of the upgrade request (their values are never shown).
+    pub headers: Vec<(String, String)>,
+    pub tls: TlsOptions,
+    pub socket: SocketOptions,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    /// Header values hidden: they may carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("ConnectOptions")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("headers", &headers)
+            .field("tls", &self.tls)
+            .field("socket", &self.socket)
+            .finish()
+    }
+}
 
 /// A URI as it may be shown in logs, errors and `Debug` output: a user
 /// name and password (`user:pass@`) become `***@`, a query (`?token=...`)
@@ -194,7 +227,10 @@ pub(crate) struct Connection {
 }
 
 /// Connects, upgrades and splits.
-pub(crate) async fn connect(target: &Target, config: &Config) -> Result<Connection, ConnectError> {
+pub(crate) async fn connect(
+    target: &Target,
+    config: &ConnectOptions,
+) -> Result<Connection, ConnectError> {
     let uri = &target.shown;
     let timeout = config.connect_timeout;
     let addrs = tokio::time::timeout(

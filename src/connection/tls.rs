@@ -8,8 +8,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::TlsOptions;
-
 /// Builds the rustls configuration for `opts`.
 pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
     if let Some(custom) = &opts.custom {
@@ -98,5 +96,27 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS settings of a client (set through `ClientBuilder`: `tls_verify`,
+/// `add_root_certificate`, `tls_config`).
+#[derive(Clone, Default)]
+pub(crate) struct TlsOptions {
+    /// Verify the server's certificate (default on).
+    pub verify: bool,
+    /// Roots trusted besides the webpki roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// A whole rustls configuration, used as given.
+    pub custom: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("verify", &self.verify)
+            .field("extra_roots", &self.extra_roots.len())
+            .field("custom", &self.custom.is_some())
+            .finish()
     }
 }
