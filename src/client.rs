@@ -61,7 +61,7 @@ impl ClientBuilder {
 /// ```
 pub struct VuerClient {
     pub(crate) shared: Arc<Shared>,
-    next: ReusableBoxFuture<'static, Option<ServerEvent>>,
+    pending_pop: ReusableBoxFuture<'static, Option<ServerEvent>>,
     next_armed: bool,
 }
 
@@ -102,7 +102,7 @@ impl VuerClient {
         tokio::spawn(crate::supervisor::run(watch, target, conn));
         let queue = shared.inbound.main.clone();
         Ok(VuerClient {
-            next: ReusableBoxFuture::new(pop(queue)),
+            pending_pop: ReusableBoxFuture::new(pop(queue)),
             next_armed: false,
             shared,
         })
@@ -193,6 +193,26 @@ impl VuerClient {
         std::future::poll_fn(|cx| self.poll_next_event(cx)).await
     }
 
+    /// The same as [`recv`](Self::recv), under the name a `Stream` user
+    /// reaches for: `while let Some(ev) = client.next().await` works with
+    /// no import. The client is also a [`futures_core::Stream`] of
+    /// [`ServerEvent`]s: with `futures::StreamExt` (crate `futures` or
+    /// `futures-util`) or `tokio_stream::StreamExt` in scope you get their
+    /// combinators (`filter`, `take`, `timeout`, ...).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), vuer_client::ConnectError> {
+    /// let mut client = vuer_client::VuerClient::connect("ws://localhost:8012").await?;
+    /// while let Some(event) = client.next().await {
+    ///     println!("{} {:?}", event.etype(), event.data());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[allow(clippy::should_implement_trait)]
+    pub async fn next(&mut self) -> Option<ServerEvent> {
+        self.recv().await
+    }
+
     /// Like [`recv`](Self::recv), but `None` also after `timeout` (as
     /// Python's `recv(timeout=...)`).
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
@@ -209,10 +229,10 @@ impl VuerClient {
 
     fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
         if !self.next_armed {
-            self.next.set(pop(self.shared.inbound.main.clone()));
+            self.pending_pop.set(pop(self.shared.inbound.main.clone()));
             self.next_armed = true;
         }
-        let r = self.next.poll(cx);
+        let r = self.pending_pop.poll(cx);
         if r.is_ready() {
             self.next_armed = false;
         }
@@ -227,7 +247,7 @@ impl VuerClient {
     pub fn subscribe(&self, pattern: &str) -> Subscription {
         let queue = self.shared.inbound.subscribe(pattern);
         Subscription {
-            next: ReusableBoxFuture::new(pop(queue.clone())),
+            pending_pop: ReusableBoxFuture::new(pop(queue.clone())),
             next_armed: false,
             queue,
         }
@@ -498,7 +518,7 @@ impl Publisher {
 /// Dropping it unsubscribes.
 pub struct Subscription {
     queue: Arc<Queue>,
-    next: ReusableBoxFuture<'static, Option<ServerEvent>>,
+    pending_pop: ReusableBoxFuture<'static, Option<ServerEvent>>,
     next_armed: bool,
 }
 
@@ -517,6 +537,12 @@ impl Subscription {
         std::future::poll_fn(|cx| self.poll_next_event(cx)).await
     }
 
+    /// The same as [`recv`](Self::recv) (see [`VuerClient::next`]).
+    #[allow(clippy::should_implement_trait)]
+    pub async fn next(&mut self) -> Option<ServerEvent> {
+        self.recv().await
+    }
+
     /// Like [`recv`](Self::recv), with a timeout.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<ServerEvent> {
         tokio::time::timeout(timeout, self.recv())
@@ -532,10 +558,10 @@ impl Subscription {
 
     fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
         if !self.next_armed {
-            self.next.set(pop(self.queue.clone()));
+            self.pending_pop.set(pop(self.queue.clone()));
             self.next_armed = true;
         }
-        let r = self.next.poll(cx);
+        let r = self.pending_pop.poll(cx);
         if r.is_ready() {
             self.next_armed = false;
         }

@@ -36,6 +36,45 @@ pub enum Coalesce<'a> {
 /// the event's `value` (structs become msgpack maps, `f32` stays `f32`,
 /// `serde_bytes` become `bin`). A default value is simply `Default`.
 ///
+/// The shape of the type is the shape the server sees in `event.value`:
+///
+/// | Rust type | `event.value` on the server |
+/// |---|---|
+/// | `struct SetPosition([f32; 3]);` (a tuple struct of one field) | `[x, y, z]`: a bare list, what `Box(position=event.value)` expects |
+/// | `#[serde(transparent)] struct SetPosition { position: [f32; 3] }` | `[x, y, z]` too (one named field, serialized as that field alone) |
+/// | `struct SetPosition { position: [f32; 3] }` | `{"position": [x, y, z]}`: a dict |
+/// | `struct Joints(Vec<f32>);` | `[q0, q1, ...]` |
+/// | `struct Grip(f32);` | a bare number |
+///
+/// ```
+/// use serde::Serialize;
+/// use vuer_client::Event;
+///
+/// // The server's handler does `Box(position=event.value)`: send a list.
+/// #[derive(Serialize)]
+/// struct SetPosition([f32; 3]);
+/// impl Event for SetPosition {
+///     const ETYPE: &'static str = "SET_POSITION";
+/// }
+///
+/// // The same list, with a named field for your own code.
+/// #[derive(Serialize)]
+/// #[serde(transparent)]
+/// struct MoveTo {
+///     position: [f32; 3],
+/// }
+/// impl Event for MoveTo {
+///     const ETYPE: &'static str = "SET_POSITION";
+/// }
+///
+/// let (mut a, mut b) = (Vec::new(), Vec::new());
+/// vuer_client::encode_message(&SetPosition([1.0, 2.0, 3.0]), true, &mut a).unwrap();
+/// vuer_client::encode_message(&MoveTo { position: [1.0, 2.0, 3.0] }, true, &mut b).unwrap();
+/// let value = |m: &[u8]| vuer_client::Value::from_msgpack(m).unwrap()["value"].clone();
+/// assert_eq!(value(&a), value(&b));
+/// assert_eq!(value(&a), vuer_client::Value::from([1.0f32, 2.0, 3.0]));
+/// ```
+///
 /// By default every event is delivered (reliably, in order), as Python's
 /// client does. A stream of states where only the newest matters (a pose,
 /// joint angles, a camera) opts in to **latest value wins**: override
@@ -212,6 +251,36 @@ pub struct DynEvent {
     pub(crate) max_age: Option<Duration>,
 }
 
+/// An event type name for [`DynEvent::new`]: from a `&str` (copied), a
+/// `String`, or a `Cow<'static, str>` (a `&'static str` in a `Cow` is not
+/// copied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Etype(Cow<'static, str>);
+
+impl From<&str> for Etype {
+    fn from(s: &str) -> Self {
+        Etype(Cow::Owned(s.to_owned()))
+    }
+}
+
+impl From<String> for Etype {
+    fn from(s: String) -> Self {
+        Etype(Cow::Owned(s))
+    }
+}
+
+impl From<&String> for Etype {
+    fn from(s: &String) -> Self {
+        Etype(Cow::Owned(s.clone()))
+    }
+}
+
+impl From<Cow<'static, str>> for Etype {
+    fn from(s: Cow<'static, str>) -> Self {
+        Etype(s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum DynValue {
     Value(Value),
@@ -220,10 +289,11 @@ pub(crate) enum DynValue {
 }
 
 impl DynEvent {
-    /// A new event of type `etype` with a nil value.
-    pub fn new(etype: impl Into<Cow<'static, str>>) -> Self {
+    /// A new event of type `etype` with a nil value. Any string will do
+    /// (`"SET_POSITION"`, a `String`, a `&str` borrowed from elsewhere).
+    pub fn new(etype: impl Into<Etype>) -> Self {
         DynEvent {
-            etype: etype.into(),
+            etype: etype.into().0,
             key: None,
             extras: Vec::new(),
             value: DynValue::Value(Value::Nil),

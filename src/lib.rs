@@ -157,7 +157,9 @@ pub use connection::socket::{SocketOptions, DEFAULT_NOTSENT_LOWAT};
 pub use error::{
     CloseError, ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError,
 };
-pub use event::{Coalesce, DynEvent, Event, Latest, Outgoing, RawEvent, Reliable, ServerEvent};
+pub use event::{
+    Coalesce, DynEvent, Etype, Event, Latest, Outgoing, RawEvent, Reliable, ServerEvent,
+};
 pub use inbound::etype_matches;
 pub use pacing::Pacing;
 pub use reconnect::Reconnect;

@@ -255,6 +255,21 @@ impl<T: Into<Value>> From<Vec<T>> for Value {
         Value::Array(v.into_iter().map(Into::into).collect())
     }
 }
+impl<T: Into<Value> + Clone> From<&[T]> for Value {
+    fn from(v: &[T]) -> Self {
+        Value::Array(v.iter().cloned().map(Into::into).collect())
+    }
+}
+impl<T: Into<Value> + Clone> From<&Vec<T>> for Value {
+    fn from(v: &Vec<T>) -> Self {
+        Value::from(v.as_slice())
+    }
+}
+impl<T: Into<Value> + Copy, const N: usize> From<&[T; N]> for Value {
+    fn from(v: &[T; N]) -> Self {
+        Value::Array(v.iter().map(|x| (*x).into()).collect())
+    }
+}
 impl<T: Into<Value> + Copy, const N: usize> From<[T; N]> for Value {
     fn from(v: [T; N]) -> Self {
         Value::Array(v.iter().map(|x| (*x).into()).collect())

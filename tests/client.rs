@@ -938,7 +938,8 @@ async fn subscriptions_streams_and_try_recv() {
             Value::map([("nodes", Value::Array(vec![])), ("to", Value::Nil)]),
         );
         server.broadcast_event("REMOVE", Value::map([("keys", Value::from(vec!["box"]))]));
-        let up = upserts.next().await.unwrap();
+        // The Stream impl (through StreamExt), beside the inherent `next`.
+        let up = StreamExt::next(&mut upserts).await.unwrap();
         assert_eq!(up.etype(), "UPSERT");
         let rm = client.recv_timeout(Duration::from_secs(5)).await.unwrap();
         assert_eq!(rm.etype(), "REMOVE");
@@ -1048,6 +1049,53 @@ async fn sparse_reliable_events(pacing: bool) {
             .map(|r| r.event.data().unwrap().as_i64().unwrap())
             .collect();
         assert_eq!(got, (0..n as i64).collect::<Vec<_>>());
+        client.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Issue 16: what a newcomer writes compiles and sends what they meant:
+/// an etype borrowed from a `String`, a value from a slice or a `&Vec`,
+/// `client.next()` without importing a trait.
+#[tokio::test]
+async fn what_a_newcomer_writes_compiles_and_arrives() {
+    bounded(30, async {
+        let server = common::quiet_server().await;
+        let mut client = VuerClient::connect(&server.uri()).await.unwrap();
+        let name = String::from("SET_POSITION");
+        let borrowed: &str = name.as_str();
+        let joints: Vec<f32> = vec![0.1, 0.2, 0.3];
+        let pose: &[f32] = &[1.0, 2.0, 3.0];
+        client
+            .send(&vuer_client::DynEvent::new(borrowed).value(pose))
+            .await
+            .unwrap();
+        client
+            .send(&vuer_client::DynEvent::new(&name).value(&joints))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        assert!(
+            server
+                .wait_until(|s| s.events >= 3, Duration::from_secs(5))
+                .await
+        );
+        let got = server.received();
+        let values: Vec<Value> = got
+            .iter()
+            .filter(|r| r.event.etype() == "SET_POSITION")
+            .map(|r| r.event.data().unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                Value::from([1.0f32, 2.0, 3.0]),
+                Value::from([0.1f32, 0.2, 0.3])
+            ]
+        );
+        // Nothing comes back from a quiet server: `next` (no import) waits.
+        let next = tokio::time::timeout(Duration::from_millis(50), client.next()).await;
+        assert!(next.is_err(), "{next:?}");
         client.close().await.unwrap();
     })
     .await;
