@@ -591,6 +591,19 @@ impl ServerEvent {
         ev
     }
 
+    /// The envelope field the payload came in: `"data"` (what a server
+    /// sends), `"value"` (a client's event, e.g. relayed or seen by a
+    /// server), or `None` if it has neither.
+    pub fn payload_name(&self) -> Option<&'static str> {
+        if self.env.data.is_some() {
+            Some("data")
+        } else if self.env.value.is_some() {
+            Some("value")
+        } else {
+            None
+        }
+    }
+
     fn payload_range(&self) -> Option<&Range<usize>> {
         self.env.data.as_ref().or(self.env.value.as_ref())
     }

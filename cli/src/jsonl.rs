@@ -108,7 +108,16 @@ impl Line {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        // Each line is parsed alone: serde_json's "at line 1 column N"
+        // would contradict the caller's `file:line`, so only the column is
+        // kept.
+        let line: Line = serde_json::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            match msg.rfind(" at line ") {
+                Some(i) => format!("{} (column {})", &msg[..i], e.column()),
+                None => msg,
+            }
+        })?;
         if let Some(t) = line.t {
             if !t.is_finite() || t < 0.0 {
                 return Err(format!("\"t\" must be a finite number >= 0, not {t}"));
@@ -228,6 +237,17 @@ mod tests {
         assert!(Line::parse(r#"{"t": 1}"#).unwrap_err().contains("etype"));
         assert!(Line::parse(r#"{"t": -1, "etype": "X"}"#).is_err());
         assert!(Line::parse("[1]").is_err());
+    }
+
+    #[test]
+    fn a_bad_line_names_its_column_not_a_line_of_its_own() {
+        // Issue 16: `<stdin>:2: ... at line 1 column 24` named two lines.
+        let e = Line::parse(r#"{"etype": "X", "vaule": 1}"#).unwrap_err();
+        assert!(!e.contains("line"), "{e}");
+        assert!(
+            e.contains("unknown field `vaule`") && e.contains("(column "),
+            "{e}"
+        );
     }
 
     #[test]

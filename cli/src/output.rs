@@ -62,12 +62,15 @@ impl Printer {
             if let Some(s) = ev.strict() {
                 m.insert("strict".into(), Json::Bool(s));
             }
+            // Labelled as it came: a client's event (what `serve` sees)
+            // carries `value`, a server's `data`.
+            let name = ev.payload_name().unwrap_or("data");
             match data {
                 Ok(v) => {
-                    m.insert("data".into(), json::from_value(&v, self.bin));
+                    m.insert(name.into(), json::from_value(&v, self.bin));
                 }
                 Err(e) => {
-                    m.insert("data_error".into(), Json::from(e.to_string()));
+                    m.insert(format!("{name}_error"), Json::from(e.to_string()));
                 }
             }
             // JSON escapes C0 controls itself; DEL, C1 and bidirectional
@@ -99,7 +102,10 @@ impl Printer {
             }
             match data {
                 Ok(v) => s.push_str(&format!(" {v}")),
-                Err(e) => s.push_str(&format!(" <undecodable data: {e}>")),
+                Err(e) => s.push_str(&format!(
+                    " <undecodable {}: {e}>",
+                    ev.payload_name().unwrap_or("data")
+                )),
             }
             escape_controls(&s).into_owned()
         }
@@ -197,6 +203,26 @@ mod tests {
         assert_eq!(
             back["uuid"], "\u{202e}txt.exe",
             "still valid JSON, same content"
+        );
+    }
+
+    #[test]
+    fn a_clients_value_is_labelled_value() {
+        // Issue 16: `serve --print` showed a client's `value` as `data`.
+        let frame = Value::map([
+            ("ts", Value::Int(5)),
+            ("etype", Value::from("SET_POSITION")),
+            ("value", Value::from([1i64, 2, 3])),
+        ])
+        .to_msgpack();
+        let ev = ServerEvent::from_msgpack(frame.into()).unwrap();
+        let p = Printer::new(PrintArgs {
+            json: true,
+            bin_summary: false,
+        });
+        assert_eq!(
+            p.line(&ev),
+            r#"{"etype":"SET_POSITION","ts":5,"value":[1,2,3]}"#
         );
     }
 
