@@ -276,6 +276,36 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts exactly this certificate (DER) when the server shows it,
+    /// whatever signed it and whatever names it lists: the certificate's
+    /// bytes are the server's identity (pinning). For a self-signed
+    /// certificate made the usual way (`openssl req -x509 ...`), which is
+    /// flagged as a CA and so refused by [`add_root_certificate`]
+    /// (`CaUsedAsEndEntity`). Other certificates are still verified against
+    /// the roots. Requires [`tls_verify`](Self::tls_verify) on (the
+    /// default).
+    ///
+    /// [`add_root_certificate`]: Self::add_root_certificate
+    pub fn trust_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.config
+            .connect
+            .tls
+            .pinned
+            .push(CertificateDer::from(der.into()));
+        self
+    }
+
+    /// [`trust_certificate`](Self::trust_certificate) for certificates given
+    /// as PEM text (e.g. the `cert.pem` of `openssl req -x509`). An invalid
+    /// PEM makes [`connect`](Self::connect) fail.
+    pub fn trust_certificates_pem(mut self, pem: &[u8]) -> Self {
+        match crate::connection::tls::certs_from_pem(pem) {
+            Ok(certs) => self.config.connect.tls.pinned.extend(certs),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
     /// Uses a rustls configuration built by the caller (client
     /// certificates, other roots); it replaces the options above.
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {

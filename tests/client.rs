@@ -1100,3 +1100,91 @@ async fn what_a_newcomer_writes_compiles_and_arrives() {
     })
     .await;
 }
+
+/// A server with a self-signed certificate flagged as a CA, as `openssl req
+/// -x509` makes it; the config and the certificate (DER).
+fn ca_style_self_signed() -> (std::sync::Arc<rustls::ServerConfig>, Vec<u8>) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().to_vec();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der.clone().into()], key)
+    .unwrap();
+    (std::sync::Arc::new(config), der)
+}
+
+/// Issue 16: an `openssl req -x509` certificate could not be trusted
+/// (`CaUsedAsEndEntity`), failed verifications did not say what to do, and
+/// `wss://` against a plain server said "corrupt message".
+#[tokio::test]
+async fn tls_failures_say_what_to_do_and_a_self_signed_ca_certificate_can_be_pinned() {
+    bounded(30, async {
+        let (config, der) = ca_style_self_signed();
+        let server = LocalServer::start(ServerOptions {
+            tls: Some(config),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let uri = server.uri();
+        let connect = |b: vuer_client::ClientBuilder| b.uri(uri.clone()).connect();
+
+        // As a root: refused, and told to pin it.
+        let err = connect(VuerClient::builder().add_root_certificate(der.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("trust_certificate"), "{err}");
+
+        // Unknown issuer (an end-entity certificate, the default roots):
+        // told the options.
+        let (leaf, _) = common::self_signed_tls();
+        let other_server = LocalServer::start(ServerOptions {
+            tls: Some(leaf),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let err = VuerClient::builder()
+            .uri(other_server.uri())
+            .connect()
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("add_root_certificate") && msg.contains("tls_verify(false)"),
+            "{msg}"
+        );
+
+        // Pinned: trusted exactly as it is.
+        let client = connect(VuerClient::builder().trust_certificate(der.clone()))
+            .await
+            .unwrap();
+        client.close().await.unwrap();
+
+        // Another certificate is not trusted by that pin.
+        let (_, other) = ca_style_self_signed();
+        let err = connect(VuerClient::builder().trust_certificate(other))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Tls { .. }), "{err:?}");
+
+        // wss:// against a plain ws:// server: a plain diagnosis.
+        let plain = common::quiet_server().await;
+        let err = VuerClient::builder()
+            .uri(plain.uri().replace("ws://", "wss://"))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("plain ws://"), "{err}");
+    })
+    .await;
+}

@@ -328,7 +328,7 @@ pub(crate) async fn connect(
             })?
             .map_err(|e| ConnectError::Tls {
                 uri: uri.clone(),
-                source: e,
+                source: tls::explain(e),
             })?;
         Transport::Tls(Box::new(stream))
     } else {

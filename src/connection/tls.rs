@@ -1,6 +1,10 @@
 //! `wss://` through rustls: webpki roots by default, extra root
-//! certificates, a caller-built `ClientConfig`, or no verification at all
-//! (the counterpart of Python's `ssl_verify=False`, for self-signed tunnels).
+//! certificates, exact certificates trusted as they are (pinned: what a
+//! self-signed `openssl req -x509` certificate needs, since webpki refuses a
+//! CA certificate shown as the server's own), a caller-built `ClientConfig`,
+//! or no verification at all (the counterpart of Python's
+//! `ssl_verify=False`, for self-signed tunnels). A failed handshake says
+//! what to do about it ([`explain`]).
 
 use std::sync::Arc;
 
@@ -25,7 +29,24 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Stri
                 .add(der.clone())
                 .map_err(|e| format!("invalid extra root certificate: {e}"))?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        if opts.pinned.is_empty() {
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned {
+                    pinned: opts.pinned.clone(),
+                    webpki,
+                    provider,
+                }))
+                .with_no_client_auth()
+        }
     } else {
         builder
             .dangerous()
@@ -46,6 +67,122 @@ pub(crate) fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
         return Err("no certificate found in PEM data".into());
     }
     Ok(certs)
+}
+
+/// A rustls handshake error with what to do about it, when there is
+/// something to say: the error itself stays the source.
+pub(crate) fn explain(e: std::io::Error) -> std::io::Error {
+    use rustls::{CertificateError, InvalidMessage};
+    let hint = match e.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType)) => {
+            "the server did not answer in TLS: is it a plain ws:// server? (use ws://)"
+        }
+        Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "the server's certificate is not signed by a trusted root: trust its CA with \
+             add_root_certificate(s_pem), trust a self-signed certificate itself with \
+             trust_certificate(s_pem), or skip verification with tls_verify(false) / \
+             VUER_SSL_VERIFY=0 (encrypted, not authenticated)"
+        }
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(o)))
+            if o.to_string().contains("CaUsedAsEndEntity") =>
+        {
+            "the server shows a CA certificate as its own (a self-signed certificate made with \
+             `openssl req -x509` is one): trust exactly that certificate with \
+             trust_certificate(s_pem) instead of add_root_certificate"
+        }
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => "the certificate does not name this host: connect by a name it lists",
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "the certificate has expired (or this machine's clock is wrong)",
+        _ => return e,
+    };
+    std::io::Error::new(e.kind(), Explained { inner: e, hint })
+}
+
+#[derive(Debug)]
+struct Explained {
+    inner: std::io::Error,
+    hint: &'static str,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} — {}", self.inner, self.hint)
+    }
+}
+
+impl std::error::Error for Explained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.inner)
+    }
+}
+
+/// Trusts the pinned certificates exactly as they are (whatever their
+/// issuer, CA flag or names: the bytes are the identity), and any other
+/// through the usual webpki verification. Handshake signatures are always
+/// checked, so the server must hold the key of the certificate it shows.
+#[derive(Debug)]
+struct Pinned {
+    pinned: Vec<CertificateDer<'static>>,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Accepts any certificate. Handshake signatures are still checked, so the
@@ -107,6 +244,8 @@ pub(crate) struct TlsOptions {
     pub verify: bool,
     /// Roots trusted besides the webpki roots.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Certificates trusted exactly as they are (pinned).
+    pub pinned: Vec<CertificateDer<'static>>,
     /// A whole rustls configuration, used as given.
     pub custom: Option<Arc<rustls::ClientConfig>>,
 }
@@ -116,6 +255,7 @@ impl std::fmt::Debug for TlsOptions {
         f.debug_struct("TlsOptions")
             .field("verify", &self.verify)
             .field("extra_roots", &self.extra_roots.len())
+            .field("pinned", &self.pinned.len())
             .field("custom", &self.custom.is_some())
             .finish()
     }
