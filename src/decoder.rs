@@ -324,3 +324,142 @@ fn too_big(shared: &Shared, limit: usize) -> DecoderExit {
     queue_close(shared, 1009, "message too big");
     DecoderExit::TooBig { limit }
 }
+
+/// The read loop over an in-memory stream (`tokio::io::duplex`): the bytes a
+/// server sends, in any cuts, and what the loop makes of them.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::connection::socket::SocketHandle;
+    use crate::Value;
+
+    /// A server frame (unmasked, final).
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | opcode];
+        if payload.len() < 126 {
+            f.push(payload.len() as u8);
+        } else {
+            f.push(126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn event(etype: &str, data: Value) -> Vec<u8> {
+        Value::map([
+            ("ts", Value::Int(1_700_000_000_000)),
+            ("etype", Value::from(etype)),
+            ("data", data),
+        ])
+        .to_msgpack()
+    }
+
+    /// The decoder's task over one end of a duplex; the other end plays the
+    /// server.
+    fn start(
+        config: Config,
+    ) -> (
+        Arc<Shared>,
+        tokio::task::JoinHandle<DecoderExit>,
+        DuplexStream,
+    ) {
+        let shared = Arc::new(Shared::new(config));
+        let ctx = Arc::new(ConnCtx::new(
+            SocketHandle::detached(),
+            CancellationToken::new(),
+        ));
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(run(shared.clone(), ctx, Box::new(ours)));
+        (shared, task, theirs)
+    }
+
+    async fn exit(task: tokio::task::JoinHandle<DecoderExit>) -> DecoderExit {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the read loop ended")
+            .expect("no panic")
+    }
+
+    #[tokio::test]
+    async fn events_in_any_cuts_are_queued_in_order_a_ping_is_answered_and_a_close_reported() {
+        let (shared, task, mut server) = start(Config::default());
+        let set = frame(0x2, &event("SET", Value::map([("x", Value::Int(1))])));
+        let big = frame(0x2, &event("UPSERT", Value::Bin(vec![7; 300])));
+        server.write_all(&set).await.unwrap();
+        // A frame cut into three reads, a ping between two events.
+        server.write_all(&big[..1]).await.unwrap();
+        server.flush().await.unwrap();
+        tokio::task::yield_now().await;
+        server.write_all(&big[1..5]).await.unwrap();
+        server.flush().await.unwrap();
+        tokio::task::yield_now().await;
+        server.write_all(&big[5..]).await.unwrap();
+        server
+            .write_all(&frame(0x9, b"are you there"))
+            .await
+            .unwrap();
+        server
+            .write_all(&frame(0x8, &[0x03, 0xe8, b'b', b'y', b'e']))
+            .await
+            .unwrap();
+        match exit(task).await {
+            DecoderExit::ServerClosed { code, reason } => {
+                assert_eq!((code, reason.as_str()), (1000, "bye"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let q = &shared.inbound.main;
+        let first = q.try_pop().expect("SET queued");
+        assert_eq!(first.etype(), "SET");
+        assert_eq!(first.data().unwrap()["x"], Value::Int(1));
+        let second = q.try_pop().expect("UPSERT queued");
+        assert_eq!(second.etype(), "UPSERT");
+        assert_eq!(second.data().unwrap(), Value::Bin(vec![7; 300]));
+        assert!(q.try_pop().is_err(), "nothing else");
+        let ob = shared.outbox();
+        assert_eq!(ob.control.pong.as_deref(), Some(&b"are you there"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_masked_server_frame_is_a_protocol_error_and_eof_is_reported() {
+        // RFC 6455 §5.1: a client closes on a masked frame from the server.
+        let (_, task, mut server) = start(Config::default());
+        server
+            .write_all(&[0x82, 0x80 | 2, 1, 2, 3, 4, 0, 0])
+            .await
+            .unwrap();
+        match exit(task).await {
+            DecoderExit::Protocol { code, .. } => assert_eq!(code, 1002),
+            other => panic!("{other:?}"),
+        }
+        // The stream ends mid-frame: end of file, not a hang.
+        let (_, task, mut server) = start(Config::default());
+        server
+            .write_all(&frame(0x2, &event("SET", Value::Nil))[..4])
+            .await
+            .unwrap();
+        drop(server);
+        assert!(matches!(exit(task).await, DecoderExit::Eof), "EOF");
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_inbound_limit_is_refused_before_it_is_read() {
+        let (_, task, mut server) = start(Config {
+            max_inbound_message: 1024,
+            ..Config::default()
+        });
+        // Only the header of a 60 000-byte frame: refused on its length.
+        server.write_all(&[0x82, 126, 0xea, 0x60]).await.unwrap();
+        match exit(task).await {
+            DecoderExit::TooBig { limit } => assert_eq!(limit, 1024),
+            other => panic!("{other:?}"),
+        }
+    }
+}

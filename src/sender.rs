@@ -660,3 +660,155 @@ async fn write_pending(
         }
     }
 }
+
+/// The sender's rounds over an in-memory stream (`tokio::io::duplex`): what
+/// it takes from the ring is what the peer reads, frame by frame.
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::codec::unframe;
+    use crate::config::Config;
+    use crate::connection::socket::SocketHandle;
+    use crate::event::DynEvent;
+    use crate::wire::Slot;
+    use crate::ServerEvent;
+
+    /// The sender's task with the wire in hand (as the supervisor starts
+    /// it), writing into one end of a duplex.
+    fn start(
+        config: Config,
+    ) -> (
+        Arc<Shared>,
+        Arc<ConnCtx>,
+        tokio::task::JoinHandle<SenderExit>,
+        DuplexStream,
+    ) {
+        let shared = Arc::new(Shared::new(config));
+        let ctx = Arc::new(ConnCtx::new(
+            SocketHandle::detached(),
+            CancellationToken::new(),
+        ));
+        {
+            let mut ob = shared.outbox();
+            ob.sender_idle = false;
+            ob.wire = Slot::WithSender;
+        }
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let wire = Wire::new(Box::new(ours), None);
+        let task = tokio::spawn(run(shared.clone(), ctx.clone(), wire));
+        (shared, ctx, task, theirs)
+    }
+
+    /// Reads `n` whole client frames (each checked: final, masked) and
+    /// returns the data frames' messages.
+    async fn read_messages(peer: &mut DuplexStream, n: usize) -> Vec<ServerEvent> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while out.len() < n {
+            // Whole frames at the front of `buf`.
+            loop {
+                if buf.len() < 2 {
+                    break;
+                }
+                let (len, off) = match buf[1] & 0x7f {
+                    126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                    127 if buf.len() >= 10 => (
+                        u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => break,
+                    l => (l as usize, 2),
+                };
+                let end = off + 4 + len;
+                if buf.len() < end {
+                    break;
+                }
+                let (op, payload) = unframe(&buf[..end]);
+                buf.drain(..end);
+                if op == 0x2 {
+                    out.push(ServerEvent::from_msgpack(payload.into()).unwrap());
+                }
+            }
+            if out.len() >= n {
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let got = tokio::time::timeout_at(deadline, peer.read(&mut chunk))
+                .await
+                .expect("frames in time")
+                .unwrap();
+            assert!(got > 0, "the stream ended early");
+            buf.extend_from_slice(&chunk[..got]);
+        }
+        out
+    }
+
+    fn quiet() -> Config {
+        // No pacing (nothing would answer its probes) and no pings.
+        Config {
+            pacing: None,
+            ping_interval: None,
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn init_goes_first_then_the_line_in_order_with_keyed_values_coalesced() {
+        let (shared, ctx, task, mut peer) = start(quiet());
+        let pose = |v: i64| DynEvent::new("POSE").key("hand").value(v).latest();
+        shared.publish(&DynEvent::new("A").value(1)).unwrap();
+        shared.publish(&pose(1)).unwrap();
+        shared.publish(&DynEvent::new("B").value(2)).unwrap();
+        shared.publish(&pose(2)).unwrap();
+        let got = read_messages(&mut peer, 4).await;
+        let seen: Vec<(String, String)> = got
+            .iter()
+            .map(|e| (e.etype().to_owned(), format!("{}", e.data().unwrap())))
+            .collect();
+        assert_eq!(seen[0].0, "INIT");
+        // (A current-thread test: the sender first runs at the first
+        // `.await`, after all four were queued.) The keyed value kept the
+        // place of its first update, with its newest value.
+        let rest: Vec<(&str, &str)> = seen[1..]
+            .iter()
+            .map(|(e, v)| (e.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(rest, [("A", "1"), ("POSE", "2"), ("B", "2")], "{seen:?}");
+        assert_eq!(shared.stats().coalesced, 1);
+        // Later events follow, in order.
+        shared.publish(&DynEvent::new("C").value(3)).unwrap();
+        shared.wake_sender.notify_one();
+        let more = read_messages(&mut peer, 1).await;
+        let all: Vec<String> = got
+            .iter()
+            .chain(&more)
+            .map(|e| e.etype().to_owned())
+            .collect();
+        assert!(all.ends_with(&["C".to_owned()]), "{all:?}");
+        ctx.cancel.cancel();
+        let exit = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(exit, SenderExit::Cancelled), "{exit:?}");
+        let s = shared.stats();
+        assert_eq!(s.published, s.sent + s.coalesced + s.pending, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_goes_away_ends_the_round_with_an_io_error() {
+        let (shared, _ctx, task, peer) = start(quiet());
+        drop(peer);
+        shared.publish(&DynEvent::new("A").value(1)).unwrap();
+        shared.wake_sender.notify_one();
+        let exit = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(exit, SenderExit::Io(_)), "{exit:?}");
+    }
+}

@@ -114,6 +114,20 @@ struct RawTcpInfo {
 }
 
 impl SocketHandle {
+    /// A handle to no socket, for tests that run a task over an in-memory
+    /// stream: every query answers `None`, every option is a logged no-op.
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            SocketHandle { fd: -1 }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            SocketHandle {}
+        }
+    }
+
     pub(crate) fn new(stream: &TcpStream) -> Self {
         #[cfg(target_os = "linux")]
         {
