@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bounded;
-use common::proxy::{Cut, Direction, Proxy, ProxyOptions};
+use common::proxy::{Cut, Direction, ProxyOptions};
 use vuer_client::{
     ConnectionState, Disconnect, DynEvent, PublishError, Reconnect, Value, VuerClient,
 };
@@ -351,30 +351,21 @@ async fn half_open_link_is_found_by_keepalive() {
     bounded(60, async {
         const PING: Duration = Duration::from_millis(200);
         const KEEPALIVE: Duration = Duration::from_secs(1);
-        let server = LocalServer::start(ServerOptions::default()).await.unwrap();
         // Small proxy buffers: once black-holed, it acknowledges almost
         // nothing more, as a vanished peer would.
-        let proxy = Proxy::start_with(
-            server.addr(),
-            ProxyOptions {
-                socket_buffer: Some(4096),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let client = client_for(proxy.uri()).await;
-        let mut states = StateLog::follow(&client);
-        let producer = Producer::start(client.publisher(), Duration::from_millis(1));
+        let mut sc = Scenario::through_proxy_with(ProxyOptions {
+            socket_buffer: Some(4096),
+            ..Default::default()
+        })
+        .await;
         let mut detect = Vec::new();
         for round in 0..2 {
-            wait_session_ready(&server).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            states.take();
+            sc.stream_for(Duration::from_millis(50)).await;
             let t = Instant::now();
             // Earlier black-holed connections are still open too.
-            assert_eq!(proxy.black_hole(), round + 1);
-            let (dead, _) = states
+            assert_eq!(sc.proxy().black_hole(), round + 1);
+            let (dead, _) = sc
+                .states
                 .until("Disconnected", |s| {
                     matches!(s, ConnectionState::Disconnected(_))
                 })
@@ -395,18 +386,17 @@ async fn half_open_link_is_found_by_keepalive() {
                     && found <= KEEPALIVE + 3 * PING + Duration::from_millis(300),
                 "half-open link found after {found:?}"
             );
-            states
+            sc.states
                 .until("Connected", |s| matches!(s, ConnectionState::Connected))
                 .await;
             detect.push((found, t.elapsed()));
         }
         // The black-holed connections are still open at the proxy: nothing
         // ever closed them from that side.
-        assert_eq!(proxy.open(), 3);
-        wait_session_ready(&server).await;
-        let (published, n, dups) = finish_and_check(&client, &server, producer, vec![]).await;
+        assert_eq!(sc.proxy().open(), 3);
+        let (published, n, dups) = sc.finish().await;
         assert_eq!(n, 3);
-        let s = client.stats();
+        let s = sc.client.stats();
         report!(
             "half-open: found after {:?} (keepalive {KEEPALIVE:?}, pings {PING:?}); \
              {} reliable events delivered, {} resent, {dups} duplicates",
@@ -414,7 +404,7 @@ async fn half_open_link_is_found_by_keepalive() {
             published.reliable.len(),
             s.resent
         );
-        client.close().await.unwrap();
+        sc.client.close().await.unwrap();
     })
     .await;
 }

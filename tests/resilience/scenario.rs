@@ -19,7 +19,7 @@ use vuer_client::{
     ConnectionState, Disconnect, DynEvent, PublishError, Publisher, Reconnect, VuerClient,
 };
 use vuer_client_testkit::check_identity;
-use vuer_client_testkit::proxy::Proxy;
+use vuer_client_testkit::proxy::{Proxy, ProxyOptions};
 use vuer_client_testkit::server::{LocalServer, Received, ServerOptions};
 
 /// Prints a measurement when `VUER_TEST_REPORT` is set (a percentile
@@ -503,20 +503,24 @@ impl Scenario {
     /// A server, a client connected to it directly, the producer running,
     /// the first session ready (INIT and every key received).
     pub(crate) async fn start() -> Scenario {
-        Self::start_with(false).await
+        Self::start_with(None).await
     }
 
     /// The same, through a fault proxy.
     pub(crate) async fn through_proxy() -> Scenario {
-        Self::start_with(true).await
+        Self::through_proxy_with(ProxyOptions::default()).await
     }
 
-    async fn start_with(proxied: bool) -> Scenario {
+    /// The same, through a fault proxy with these options.
+    pub(crate) async fn through_proxy_with(options: ProxyOptions) -> Scenario {
+        Self::start_with(Some(options)).await
+    }
+
+    async fn start_with(proxied: Option<ProxyOptions>) -> Scenario {
         let server = LocalServer::start(ServerOptions::default()).await.unwrap();
-        let proxy = if proxied {
-            Some(Proxy::start(server.addr()).await.unwrap())
-        } else {
-            None
+        let proxy = match proxied {
+            Some(options) => Some(Proxy::start_with(server.addr(), options).await.unwrap()),
+            None => None,
         };
         let uri = proxy.as_ref().map_or_else(|| server.uri(), |p| p.uri());
         let client = client_for(uri).await;
