@@ -2,6 +2,8 @@
 # The whole test suite, as CI runs it (.ci/run calls this script):
 #   - a Python virtualenv with vuer 0.1.6 (the real server the interop tests
 #     talk to), created in .venv when missing;
+#   - Chromium for the browser test (apt-get install -y chromium when
+#     missing);
 #   - format check, clippy with -D warnings (the workspace: library, CLI,
 #     test kit; and the library alone, as users build it);
 #   - every test: unit, integration (in-process server), interop (real
@@ -15,6 +17,22 @@ if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('vuer
   echo "== creating .venv with vuer==0.1.6"
   python3 -m venv .venv
   .venv/bin/pip install --quiet vuer==0.1.6
+fi
+
+# The browser test (tests/browser.rs) needs Chromium: Debian's package when
+# missing (CHROMIUM=/path/to/chrome uses another). No silent skip.
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+   && ! command -v chromium-browser >/dev/null 2>&1 && ! command -v google-chrome >/dev/null 2>&1; then
+  echo "== installing chromium (for tests/browser.rs)"
+  if command -v apt-get >/dev/null 2>&1; then
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+      || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; } >/dev/null 2>&1 || true
+  fi
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "error: no Chromium, and it could not be installed (apt-get install -y chromium, as root);" >&2
+    echo "       the browser test needs one: install it or set CHROMIUM=/path/to/chrome" >&2
+    exit 1
+  fi
 fi
 
 echo "== cargo fmt --check"
