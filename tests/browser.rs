@@ -322,17 +322,6 @@ fn save(name: &str, shot: &Shot) {
     std::fs::write(dir.join(name), &shot.png).unwrap();
 }
 
-fn example_binary(name: &str) -> PathBuf {
-    // tests run from target/<profile>/deps; examples are built next to it.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_sees_the_box_follow_the_rust_client() {
     let _py = python_lock().await;
@@ -393,7 +382,7 @@ async fn the_browser_sees_the_box_follow_the_rust_client() {
         client.close().await.unwrap();
 
         // The example's whole trajectory (200 positions at 60 Hz), watched.
-        let mut example = tokio::process::Command::new(example_binary("set_position"))
+        let mut example = tokio::process::Command::new(common::example_binary("set_position"))
             .env("VUER_CLIENT_URI", format!("ws://127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .kill_on_drop(true)

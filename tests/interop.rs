@@ -239,7 +239,7 @@ async fn the_set_position_example_against_the_example_server() {
         ];
         let mut server =
             PyServer::run_script(&common::repo().join("examples/server.py"), &[], &env, port).await;
-        let example = example_binary("set_position");
+        let example = common::example_binary("set_position");
         let out = tokio::process::Command::new(&example)
             .env("VUER_CLIENT_URI", format!("ws://127.0.0.1:{port}"))
             .output()
@@ -268,17 +268,4 @@ async fn the_set_position_example_against_the_example_server() {
         }
     })
     .await;
-}
-
-fn example_binary(name: &str) -> std::path::PathBuf {
-    // tests run from target/<profile>/deps; examples are built next to it.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not built (cargo test builds examples)",
-        path.display()
-    );
-    path
 }

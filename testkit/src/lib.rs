@@ -82,6 +82,25 @@ pub fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// An example of the workspace root package, built by `cargo test` next
+/// to the running test binary (`target/<profile>/examples/<name>`).
+pub fn example_binary(name: &str) -> PathBuf {
+    // Test binaries run from target/<profile>/deps.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} not built (cargo test builds the examples)",
+        path.display()
+    );
+    path
+}
+
 /// The vuer version the interop tests run against.
 pub const VUER_VERSION: &str = "0.1.6";
 
