@@ -584,7 +584,7 @@ impl futures_core::Stream for Subscription {
 
 /// Encodes `event` as the client writes it: one msgpack message (the
 /// websocket frame's payload), appended to `out`. `ts` is the event's own or
-/// now. Use it to pre-encode a message once for [`RawEvent`], to record
+/// now. Use it to pre-encode a message once for [`RawEvent`](crate::RawEvent), to record
 /// traffic, or to compare bytes with another implementation.
 ///
 /// ```

@@ -147,7 +147,7 @@ impl Default for Config {
     }
 }
 
-/// Builds a [`VuerClient`]. Every option has a default; the three the Python
+/// Builds a [`VuerClient`](crate::VuerClient). Every option has a default; the three the Python
 /// client reads from the environment are read here too.
 ///
 /// ```no_run

@@ -95,8 +95,11 @@
 //! * `decoder`: the task that owns the read half.
 //! * `supervisor`: runs a connection's tasks, reconnects.
 //! * `connection`: TCP, TLS, the websocket upgrade.
-//! * `client`, `config`, `error`, `stats`: the public surface.
-//! * [`server`]: a Vuer-compatible server for tests, benchmarks and the CLI.
+//! * `client`, `config`, `error`, `stats`, `event`, `value`, `state`: the
+//!   public surface.
+//! * The crate `vuer-client-testkit` (workspace member `testkit/`): a
+//!   Vuer-compatible in-process server, a fault proxy and helpers for tests,
+//!   benchmarks and the CLI (`vuer-client-cli`, `cli/`).
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]

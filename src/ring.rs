@@ -72,7 +72,7 @@ pub struct RingLimits {
 /// What to do when a new item does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
-    /// Refuse the new item ([`Full`]); nothing queued is touched. The
+    /// Refuse the new item (the publish fails with `Full`); nothing queued is touched. The
     /// default: nothing accepted is ever dropped.
     #[default]
     Reject,

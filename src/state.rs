@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::error::Disconnect;
 
-/// The connection's state, observable with [`VuerClient::state`] and
-/// [`VuerClient::watch_state`].
+/// The connection's state, observable with
+/// [`VuerClient::state`](crate::VuerClient::state) and
+/// [`VuerClient::watch_state`](crate::VuerClient::watch_state).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConnectionState {

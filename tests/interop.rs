@@ -1,5 +1,5 @@
 //! Interop with the real Python vuer 0.1.6 server (created in a virtualenv
-//! on first use; see tests/common). Each test spawns the server on a free
+//! on first use; see the test kit, testkit/). Each test spawns the server on a free
 //! port and checks what its handlers saw.
 
 use vuer_client_testkit as common;

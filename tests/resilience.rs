@@ -1,6 +1,6 @@
 //! Resilience under faults: servers killed and restarted, servers that stop
 //! reading, stalled, cut and half-open links (through an in-process proxy,
-//! tests/common/proxy.rs), close codes, and the reconnect options. Every
+//! the test kit's proxy), close codes, and the reconnect options. Every
 //! test checks the same contract:
 //!
 //! * no panic, bounded memory;

@@ -43,6 +43,8 @@ echo "== cargo test (the library, the CLI and the test kit)"
 cargo test --workspace
 echo "== the library alone (no test kit, no internals): builds and lints"
 cargo clippy -p vuer-client --lib -- -D warnings
+echo "== cargo doc (no broken links in the library's and the test kit's docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p vuer-client -p vuer-client-testkit
 echo "== cargo bench -- --test (every bench compiled and run once, briefly)"
 cargo bench --workspace -- --test
 echo "== all checks passed"

@@ -1,6 +1,6 @@
 //! The `vuer-client` binary, run as a process against the in-process
 //! `LocalServer` (started here on port 0) and against the real Python vuer
-//! 0.1.6 server (tests/common). Every test is bounded in time; readiness
+//! 0.1.6 server (the test kit). Every test is bounded in time; readiness
 //! comes from the servers' counters and the CLI's own output, not sleeps.
 
 use vuer_client_testkit as common;
