@@ -581,11 +581,7 @@ impl<H: Copy> Ring<H> {
         } else {
             self.keys[id as usize].gen
         };
-        let at = Place {
-            chunk: self.arena.back_id(),
-            off: start as u32,
-        };
-        self.arena.add_live(at.chunk);
+        let at = self.arena.place_in_back(start);
         self.queue.push_back(Slot {
             header,
             at,
@@ -642,11 +638,7 @@ impl<H: Copy> Ring<H> {
         } else {
             // The old body stays as garbage until its chunk is released or
             // the arena is compacted.
-            let at = Place {
-                chunk: self.arena.back_id(),
-                off: start as u32,
-            };
-            self.arena.add_live(at.chunk);
+            let at = self.arena.place_in_back(start);
             self.arena.sub_live(old_at.chunk);
             self.arena.release_front();
             at

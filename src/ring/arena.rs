@@ -143,6 +143,20 @@ impl Arena {
         }
     }
 
+    /// Counts one more queued body in the last chunk (where a body was just
+    /// encoded) and returns where it starts (`start`): the push's one
+    /// lookup of the last chunk.
+    #[inline]
+    pub(crate) fn place_in_back(&mut self, start: usize) -> Place {
+        let chunk = self.back_id();
+        let back = self.chunks.back_mut().expect("opened");
+        back.live += 1;
+        Place {
+            chunk,
+            off: start as u32,
+        }
+    }
+
     /// Counts one more queued body in chunk `id`.
     #[inline]
     pub(crate) fn add_live(&mut self, id: u32) {
