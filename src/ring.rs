@@ -371,7 +371,7 @@ struct Held {
     in_flight_bytes: usize,
 }
 
-/// The coalescing ring. See the [module documentation](self).
+/// The coalescing ring. See the module documentation.
 #[derive(Debug)]
 pub struct Ring<H> {
     queue: VecDeque<Slot<H>>,
