@@ -165,6 +165,9 @@ impl Browser {
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--window-size=1000,700",
+                // Traffic only to 127.0.0.1: the page must render from what
+                // the local server serves (no CDN, no telemetry).
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", dir.display()))
