@@ -958,17 +958,11 @@ impl<H: Copy> Ring<H> {
             line.push_back(slot);
         }
         let front = line.len();
-        let mut arena = Self::copied(&mut line, &mut batch.arena);
+        let mut arena = repack(&mut line, &mut batch.arena);
         batch.clear();
         self.append_line(&mut line, &mut arena);
         self.head_seq -= front as u64;
         self.install(line, arena);
-    }
-
-    /// A new arena holding copies of the bodies of `line` (which lie in
-    /// `from`), the slots pointed at them.
-    fn copied(line: &mut VecDeque<Slot<H>>, from: &mut Arena) -> Arena {
-        repack(line, from)
     }
 
     /// Moves the current line to the end of `line`, copying its bodies into
@@ -1010,7 +1004,7 @@ impl<H: Copy> Ring<H> {
             slot.key = NO_KEY;
             line.push_back(slot);
         }
-        let mut arena = Self::copied(&mut line, &mut batch.arena);
+        let mut arena = repack(&mut line, &mut batch.arena);
         batch.clear();
         self.append_line(&mut line, &mut arena);
         self.head_seq -= n as u64;

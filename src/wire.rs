@@ -560,6 +560,20 @@ mod tests {
         (h, Bytes::from(t))
     }
 
+    /// One gathering write that takes at most `n` bytes into `stream`.
+    fn write_at_most(p: &mut Pending, stream: &mut Vec<u8>, n: usize) {
+        p.write_vectored_with(|s| {
+            let mut k = 0;
+            for piece in s {
+                let take = piece.len().min(n - k);
+                stream.extend_from_slice(&piece[..take]);
+                k += take;
+            }
+            Ok(k)
+        })
+        .unwrap();
+    }
+
     proptest::proptest! {
         /// Frames with tails stored masked (written from where they lie) and
         /// plain ones, pings between them, some taken back unwritten, all
@@ -602,29 +616,11 @@ mod tests {
                 }
                 // Some of it goes out now, in a write of any size.
                 let n = *w.next().unwrap();
-                p.write_vectored_with(|s| {
-                    let mut k = 0;
-                    for piece in s {
-                        let take = piece.len().min(n - k);
-                        stream.extend_from_slice(&piece[..take]);
-                        k += take;
-                    }
-                    Ok(k)
-                })
-                .unwrap();
+                write_at_most(&mut p, &mut stream, n);
             }
             while !p.is_empty() {
                 let n = *w.next().unwrap();
-                p.write_vectored_with(|s| {
-                    let mut k = 0;
-                    for piece in s {
-                        let take = piece.len().min(n - k);
-                        stream.extend_from_slice(&piece[..take]);
-                        k += take;
-                    }
-                    Ok(k)
-                })
-                .unwrap();
+                write_at_most(&mut p, &mut stream, n);
             }
             proptest::prop_assert_eq!(p.written(), stream.len() as u64);
             proptest::prop_assert_eq!(p.committed(), p.written());

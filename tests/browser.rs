@@ -329,13 +329,8 @@ fn save(name: &str, shot: &Shot) {
 async fn the_browser_sees_the_box_follow_the_rust_client() {
     let _py = python_lock().await;
     bounded(300, async {
-        let port = common::free_port();
-        let env = [
-            ("VUER_PORT", port.to_string()),
-            ("VUER_HOST", "127.0.0.1".to_owned()),
-        ];
-        let mut server =
-            PyServer::run_script(&common::repo().join("examples/server.py"), &[], &env, port).await;
+        let mut server = PyServer::example_server().await;
+        let port = server.port;
         let url = format!("http://127.0.0.1:{port}/?ws=ws://127.0.0.1:{port}");
         let mut browser = Browser::open(&url).await;
         eprintln!("browser: DevTools attached");

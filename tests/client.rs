@@ -1109,16 +1109,7 @@ fn ca_style_self_signed() -> (std::sync::Arc<rustls::ServerConfig>, Vec<u8>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let der = cert.der().to_vec();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![der.clone().into()], key)
-    .unwrap();
-    (std::sync::Arc::new(config), der)
+    (common::tls_server_config(&der, &key.serialize_der()), der)
 }
 
 /// Issue 16: an `openssl req -x509` certificate could not be trusted

@@ -232,13 +232,8 @@ async fn respond_answers_an_rpc_from_a_subscription() {
 async fn the_set_position_example_against_the_example_server() {
     let _py = python_lock().await;
     bounded(120, async {
-        let port = common::free_port();
-        let env = [
-            ("VUER_PORT", port.to_string()),
-            ("VUER_HOST", "127.0.0.1".to_owned()),
-        ];
-        let mut server =
-            PyServer::run_script(&common::repo().join("examples/server.py"), &[], &env, port).await;
+        let mut server = PyServer::example_server().await;
+        let port = server.port;
         let example = common::example_binary("set_position");
         let out = tokio::process::Command::new(&example)
             .env("VUER_CLIENT_URI", format!("ws://127.0.0.1:{port}"))

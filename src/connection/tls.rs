@@ -43,7 +43,6 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Stri
                 .with_custom_certificate_verifier(Arc::new(Pinned {
                     pinned: opts.pinned.clone(),
                     webpki,
-                    provider,
                 }))
                 .with_no_client_auth()
         }
@@ -127,7 +126,6 @@ impl std::error::Error for Explained {
 struct Pinned {
     pinned: Vec<CertificateDer<'static>>,
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -150,18 +148,15 @@ impl ServerCertVerifier for Pinned {
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
+    // Handshake signatures: webpki's own checks, with the same provider's
+    // algorithms.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -170,18 +165,11 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 

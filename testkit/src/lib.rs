@@ -260,6 +260,18 @@ impl PyServer {
         Self::spawn(cmd, port).await
     }
 
+    /// The repository's `examples/server.py` (the remote-control example)
+    /// on a free port of 127.0.0.1 (`VUER_PORT`, `VUER_HOST`); the port is
+    /// [`PyServer::port`].
+    pub async fn example_server() -> PyServer {
+        let port = free_port();
+        let env = [
+            ("VUER_PORT", port.to_string()),
+            ("VUER_HOST", "127.0.0.1".to_owned()),
+        ];
+        Self::run_script(&repo().join("examples/server.py"), &[], &env, port).await
+    }
+
     /// Runs a script of `tests/py` that prints `{"kind": "ready"}` itself
     /// once it listens (not a vuer app), with `port` as its first argument.
     pub async fn run_plain(script: &str, args: &[&str], port: u16) -> PyServer {
@@ -366,16 +378,23 @@ impl Drop for PyServer {
 pub fn self_signed_tls() -> (std::sync::Arc<rustls::ServerConfig>, Vec<u8>) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let der = cert.cert.der().to_vec();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = tls_server_config(&der, &cert.signing_key.serialize_der());
+    (config, der)
+}
+
+/// A TLS server configuration showing one certificate (DER) with its
+/// private key (PKCS#8 DER).
+pub fn tls_server_config(cert_der: &[u8], key_der: &[u8]) -> std::sync::Arc<rustls::ServerConfig> {
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key_der.to_vec()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(vec![der.clone().into()], key)
+    .with_single_cert(vec![cert_der.to_vec().into()], key)
     .unwrap();
-    (std::sync::Arc::new(config), der)
+    std::sync::Arc::new(config)
 }
 
 /// Completes a websocket upgrade by hand on the server side: reads the
