@@ -1,0 +1,179 @@
+//! A Python event to one complete Vuer message, as `vuer.VuerClient` would
+//! send it (see `pack` for the value rules).
+//!
+//! Accepted events:
+//! * any object with an `etype` attribute and a `__dict__`: vuer's
+//!   `ClientEvent` and its subclasses, this package's `ClientEvent`, or a
+//!   class of your own shaped like them. The message is vuer's
+//!   `_serialize()`: the `__dict__` entries in order (a float `ts` as
+//!   integer milliseconds, `value` through vuer's `serializer`), then
+//!   `etype` and `value` when the dict has none;
+//! * a dict with a str `etype`: its entries in order, with the same rules
+//!   for `ts` and `value`; `ts` (now, in milliseconds) is put first when it
+//!   has none.
+//!
+//! Anything else is an `EncodeError` (a `TypeError`) naming what was given.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyString};
+
+use crate::errors;
+use crate::pack::{pack, pack_serialized, write_len, write_str_bytes};
+
+enum Name {
+    Ts,
+    Etype,
+    Value,
+    Other,
+}
+
+fn name_of(key: &[u8]) -> Name {
+    match key {
+        b"ts" => Name::Ts,
+        b"etype" => Name::Etype,
+        b"value" => Name::Value,
+        _ => Name::Other,
+    }
+}
+
+/// Appends the message for `event` to `out`.
+pub(crate) fn encode_event(event: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    if let Ok(d) = event.cast::<PyDict>() {
+        return encode_dict(d, out);
+    }
+    let py = event.py();
+    let etype = match event.getattr_opt(pyo3::intern!(py, "etype"))? {
+        Some(e) => e,
+        None => return Err(not_an_event(event)),
+    };
+    let dict = match event.getattr_opt(pyo3::intern!(py, "__dict__"))? {
+        Some(d) => d.cast_into::<PyDict>().map_err(|_| not_an_event(event))?,
+        None => return Err(not_an_event(event)),
+    };
+    let etype = etype.cast_into::<PyString>().map_err(|e| {
+        errors::encode_error(format!(
+            "the event's etype must be a str, not {}",
+            type_name(&e.into_inner())
+        ))
+    })?;
+    let (mut has_etype, mut has_value) = (false, false);
+    for (k, _) in dict.iter() {
+        if let Ok(k) = k.cast::<PyString>() {
+            match name_of(k.to_cow()?.as_bytes()) {
+                Name::Etype => has_etype = true,
+                Name::Value => has_value = true,
+                _ => {}
+            }
+        }
+    }
+    let entries = dict.len() + usize::from(!has_etype) + usize::from(!has_value);
+    write_len(out, entries, [0x80, 0xde, 0xdf], 15)?;
+    for (k, v) in dict.iter() {
+        let k = k.cast_into::<PyString>().map_err(|k| {
+            errors::encode_error(format!(
+                "event attribute names must be str, not {}",
+                type_name(&k.into_inner())
+            ))
+        })?;
+        let name = k.to_cow()?;
+        write_str_bytes(out, name.as_bytes())?;
+        match name_of(name.as_bytes()) {
+            Name::Ts => write_ts(&v, out)?,
+            // `{**d, "etype": self.etype}`: the attribute (an instance
+            // attribute is what `self.etype` reads anyway).
+            Name::Etype => pack(etype.as_any(), out)?,
+            Name::Value => pack_serialized(&v, out)?,
+            Name::Other => pack(&v, out)?,
+        }
+    }
+    if !has_etype {
+        write_str_bytes(out, b"etype")?;
+        pack(etype.as_any(), out)?;
+    }
+    if !has_value {
+        write_str_bytes(out, b"value")?;
+        let value = event.getattr(pyo3::intern!(py, "value"))?;
+        pack_serialized(&value, out)?;
+    }
+    Ok(())
+}
+
+fn encode_dict(d: &Bound<'_, PyDict>, out: &mut Vec<u8>) -> PyResult<()> {
+    match d.get_item("etype")? {
+        Some(e) if e.is_instance_of::<PyString>() => {}
+        Some(e) => {
+            return Err(errors::encode_error(format!(
+                "the event's etype must be a str, not {}",
+                type_name(&e)
+            )))
+        }
+        None => {
+            return Err(errors::encode_error(
+                "a dict event needs an 'etype' (a str)".to_string(),
+            ))
+        }
+    }
+    let has_ts = d.contains("ts")?;
+    write_len(out, d.len() + usize::from(!has_ts), [0x80, 0xde, 0xdf], 15)?;
+    if !has_ts {
+        write_str_bytes(out, b"ts")?;
+        rmp::encode::write_uint(out, now_ms()).expect("a Vec does not fail");
+    }
+    for (k, v) in d.iter() {
+        let k = k.cast_into::<PyString>().map_err(|k| {
+            errors::encode_error(format!(
+                "event keys must be str, not {}",
+                type_name(&k.into_inner())
+            ))
+        })?;
+        let name = k.to_cow()?;
+        write_str_bytes(out, name.as_bytes())?;
+        match name_of(name.as_bytes()) {
+            Name::Ts => write_ts(&v, out)?,
+            Name::Value => pack_serialized(&v, out)?,
+            Name::Etype | Name::Other => pack(&v, out)?,
+        }
+    }
+    Ok(())
+}
+
+/// vuer's client: a float `ts` (seconds) goes out as `int(ts * 1000)`;
+/// anything else as it is.
+fn write_ts(v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    if let Ok(f) = v.cast::<PyFloat>() {
+        let ms = (f.value() * 1000.0).trunc();
+        if !ms.is_finite() || ms < i64::MIN as f64 || ms >= i64::MAX as f64 {
+            return Err(PyValueError::new_err(format!(
+                "the event's ts ({}) is not a time",
+                f.value()
+            )));
+        }
+        rmp::encode::write_sint(out, ms as i64).expect("a Vec does not fail");
+        return Ok(());
+    }
+    pack(v, out)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn not_an_event(obj: &Bound<'_, PyAny>) -> PyErr {
+    errors::encode_error(format!(
+        "Expected ClientEvent (an object with an etype, or a dict with an 'etype'), got {}",
+        type_name(obj)
+    ))
+}
