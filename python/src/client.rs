@@ -39,7 +39,7 @@ use vuer_client::{
     Value, VuerClient,
 };
 
-use crate::errors;
+use crate::errors::{self, Failure};
 use crate::event::encode_event;
 use crate::pack::pack;
 use crate::unpack::unpack;
@@ -195,7 +195,7 @@ impl Native {
         let b = builder(py, options)?;
         let slot = self.slot.clone();
         crate::bridge::spawn(py, async move {
-            let client = b.connect().await.map_err(errors::connect_error)?;
+            let client = b.connect().await.map_err(Failure::Connect)?;
             let conn = Conn {
                 publisher: client.publisher(),
                 inbox: tokio::sync::Mutex::new(client.subscribe("*")),
@@ -237,23 +237,22 @@ impl Native {
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.slot.get()?;
         crate::bridge::spawn(py, async move {
-            conn.publisher.flush().await.map_err(errors::publish_error)
+            conn.publisher.flush().await.map_err(Failure::Publish)
         })
     }
 
     /// Closes (an awaitable): delivers what is queued, then closes. Raises
-    /// `DeliveryError` if accepted events were not delivered.
+    /// `DeliveryError` if accepted events were not delivered; otherwise the
+    /// result is `None`, or, when the close was not clean (the server gone,
+    /// say) though nothing was lost, a str saying why.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.slot.conn.read().clone();
         crate::bridge::spawn(py, async move {
-            let Some(conn) = conn else { return Ok(()) };
+            let Some(conn) = conn else { return Ok(None) };
             match conn.client.close().await {
-                Ok(()) => Ok(()),
-                Err(e) if e.unsent + e.unconfirmed > 0 => Err(errors::close_error(&e)),
-                Err(e) => {
-                    tracing_free_debug(&e.to_string());
-                    Ok(())
-                }
+                Ok(()) => Ok(None),
+                Err(e) if e.unsent + e.unconfirmed > 0 => Err(Failure::Close(e)),
+                Err(e) => Ok(Some(e.to_string())),
             }
         })
     }
@@ -316,47 +315,60 @@ impl Native {
         Ok(d)
     }
 
-    /// Answers the server's RPC requests whose etype matches `pattern`
-    /// with `answer(event_dict)`'s return value (`None`: no answer). The
-    /// callable runs on a background thread, holding the GIL: keep it quick.
-    fn answer_rpc(&self, pattern: &str, answer: Py<PyAny>) -> PyResult<()> {
+    /// The inbound events whose etype matches `pattern` (globs), taken
+    /// from `recv`: for the server's RPC requests (`answer_rpc` in Python).
+    fn subscribe(&self, pattern: &str) -> PyResult<Inbox> {
         let conn = self.slot.get()?;
-        conn.client.answer_rpc(pattern, move |request| {
-            crate::bridge::attach(|py| {
-                let reply = unpack(py, request.as_msgpack())
-                    .and_then(|payload| answer.call1(py, (payload,)))
-                    .and_then(|v| {
-                        if v.is_none(py) {
-                            return Ok(None);
-                        }
-                        let mut buf = Vec::new();
-                        pack(v.bind(py), &mut buf)?;
-                        Value::from_msgpack(&buf)
-                            .map(Some)
-                            .map_err(|e| PyValueError::new_err(e.to_string()))
-                    });
-                match reply {
-                    Ok(v) => v,
-                    Err(e) => {
-                        // Reported where Python code sees it, not lost.
-                        e.write_unraisable(py, None);
-                        None
-                    }
-                }
-            })
-            .flatten()
-        });
-        Ok(())
+        Ok(Inbox {
+            sub: Arc::new(tokio::sync::Mutex::new(conn.client.subscribe(pattern))),
+        })
+    }
+
+    /// Sends the answer to an RPC request (reliably): etype = the request's
+    /// `rtype` (or `<etype>_RESPONSE@<uuid>`), its `key` echoed.
+    fn respond(&self, request: &Request, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let conn = self.slot.get()?;
+        let mut buf = Vec::new();
+        pack(value, &mut buf)?;
+        let value = Value::from_msgpack(&buf)
+            .map_err(|e| errors::encode_error(format!("cannot send this answer: {e}")))?;
+        conn.client
+            .respond(&request.event, value)
+            .map_err(errors::publish_error)
     }
 }
 
-fn tracing_free_debug(msg: &str) {
-    Python::attach(|py| {
-        let _ = py
-            .import("logging")
-            .and_then(|l| l.call_method1("getLogger", ("vuer_client",)))
-            .and_then(|l| l.call_method1("debug", ("close: %s", msg)));
-    });
+/// A subscription's events, one awaited at a time.
+#[pyclass(module = "vuer_client._native", frozen)]
+pub(crate) struct Inbox {
+    sub: Arc<tokio::sync::Mutex<Subscription>>,
+}
+
+#[pymethods]
+impl Inbox {
+    /// The next matching event (a `Request`), or `None` once closed.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let sub = self.sub.clone();
+        crate::bridge::spawn(py, async move {
+            let ev = sub.lock().await.recv().await;
+            Ok(ev.map(|event| Request { event }))
+        })
+    }
+}
+
+/// An inbound event kept whole, to answer it.
+#[pyclass(module = "vuer_client._native", frozen)]
+pub(crate) struct Request {
+    event: ServerEvent,
+}
+
+#[pymethods]
+impl Request {
+    /// The message as a dict.
+    #[getter]
+    fn payload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        unpack(py, self.event.as_msgpack())
+    }
 }
 
 fn log_warning(py: Python<'_>, msg: &str) {
@@ -386,7 +398,7 @@ impl Sender {
             Ok(()) => Ok(self.ready.bind(py).clone().into_any()),
             Err(PublishError::Full { .. }) => {
                 crate::bridge::spawn(py, async move {
-                    conn.publisher.send(&msg).await.map_err(errors::publish_error)
+                    conn.publisher.send(&msg).await.map_err(Failure::Publish)
                 })
             }
             Err(e) => Err(errors::publish_error(e)),

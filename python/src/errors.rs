@@ -43,6 +43,24 @@ pub(crate) fn not_connected() -> PyErr {
     )
 }
 
+/// An error made on a tokio thread, turned into a Python exception on the
+/// loop's thread (no GIL on tokio threads: see `bridge`).
+pub(crate) enum Failure {
+    Connect(ConnectError),
+    Publish(PublishError),
+    Close(CloseError),
+}
+
+impl Failure {
+    pub(crate) fn into_pyerr(self) -> PyErr {
+        match self {
+            Failure::Connect(e) => connect_error(e),
+            Failure::Publish(e) => publish_error(e),
+            Failure::Close(e) => close_error(&e),
+        }
+    }
+}
+
 pub(crate) fn connect_error(e: ConnectError) -> PyErr {
     new_err("ConnectError", e.to_string())
 }

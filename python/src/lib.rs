@@ -31,7 +31,6 @@ fn decode<'py>(py: Python<'py>, message: &[u8]) -> PyResult<Bound<'py, PyAny>> {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    bridge::register(m)?;
     m.add_class::<client::Native>()?;
     m.add_class::<client::Sender>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;

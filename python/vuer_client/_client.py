@@ -1,5 +1,7 @@
 """``VuerClient``: vuer's client API on the Rust client."""
 
+import asyncio
+import inspect
 import logging
 import os
 import platform
@@ -192,6 +194,7 @@ class VuerClient:
             init=init,
         )
         self._rpc: List[Tuple[str, Callable[[Any], Any]]] = []
+        self._rpc_tasks: List["asyncio.Task[None]"] = []
         self._native = _native.Native()
         #: ``await client.send(e)``, ``client.send @ e``, ``await client.send @ e``.
         self.send = self._native.sender()
@@ -218,7 +221,12 @@ class VuerClient:
     async def close(self) -> None:
         """Delivers what is queued (within ``close_timeout``), then closes.
         Raises ``DeliveryError`` if accepted events were not delivered."""
-        await self._native.close()
+        for task in self._rpc_tasks:
+            task.cancel()
+        self._rpc_tasks.clear()
+        note = await self._native.close()
+        if note is not None:
+            log.debug("close: %s", note)
 
     async def __aenter__(self) -> "VuerClient":
         return await self.connect()
@@ -286,16 +294,35 @@ class VuerClient:
 
     def answer_rpc(self, pattern: str, answer: Callable[[Any], Any]) -> None:
         """Answers the server's RPC requests whose etype matches ``pattern``
-        (``*`` and ``?`` globs, e.g. ``"GRAB_RENDER"``) with ``answer(event)``:
-        its return value is the reply's ``value`` (None: no reply). It runs
-        on the client's thread, holding the GIL: keep it quick. Kept across
-        reconnects and ``connect()`` calls."""
+        (``*`` and ``?`` globs, e.g. ``"GRAB_RENDER"``) with ``answer(event)``
+        (a function or a coroutine function): its result is the reply's
+        ``value`` (None: no reply; the server times out). The matching
+        events no longer reach ``recv``. Runs on the event loop while it
+        runs; kept across ``connect()`` calls. An exception in ``answer`` is
+        logged and the request left unanswered."""
         self._rpc.append((pattern, answer))
         if self._native.shown_uri is not None:
             self._register_rpc(pattern, answer)
 
     def _register_rpc(self, pattern: str, answer: Callable[[Any], Any]) -> None:
-        self._native.answer_rpc(pattern, lambda payload: answer(make_event(payload)))
+        inbox = self._native.subscribe(pattern)
+        native = self._native
+
+        async def serve() -> None:
+            while True:
+                request = await inbox.recv()
+                if request is None:
+                    return
+                try:
+                    value = answer(make_event(request.payload))
+                    if inspect.isawaitable(value):
+                        value = await value
+                    if value is not None:
+                        native.respond(request, value)
+                except Exception:
+                    log.exception("answer_rpc(%r): the answer failed", pattern)
+
+        self._rpc_tasks.append(asyncio.get_running_loop().create_task(serve()))
 
     def __repr__(self) -> str:
         shown = self._native.shown_uri
@@ -320,13 +347,3 @@ def _redacted(uri: str) -> str:
     tail = rest[len(rest.split("/", 1)[0]):].split("?", 1)
     return f"{scheme}://{host}{tail[0]}" + ("?***" if len(tail) > 1 else "")
 
-
-def _resolve(future: Any, ok: bool, value: Any) -> None:
-    # Called on the event loop (call_soon_threadsafe) by the native side
-    # when a Rust future finishes.
-    if future.done():  # cancelled meanwhile
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
