@@ -106,8 +106,7 @@ fn pack_at(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serialize: b
         return Ok(());
     }
     if let Ok(f) = obj.cast_exact::<PyFloat>() {
-        write_f32(out, f.value());
-        return Ok(());
+        return write_f32(out, f.value());
     }
     if let Ok(s) = obj.cast_exact::<PyString>() {
         write_str(out, s)?;
@@ -146,8 +145,7 @@ fn pack_at(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serialize: b
         return write_int(obj, out);
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
-        write_f32(out, f.value());
-        return Ok(());
+        return write_f32(out, f.value());
     }
     if let Ok(b) = obj.cast::<PyBytes>() {
         write_bin(out, b.as_bytes())?;
@@ -241,9 +239,17 @@ fn write_int(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     Err(PyOverflowError::new_err("Integer value out of range"))
 }
 
-pub(crate) fn write_f32(out: &mut Vec<u8>, v: f64) {
+/// Every float as float32, as `use_single_float=True`; a finite value
+/// beyond float32's range is an `OverflowError`, as msgpack-python's
+/// (CPython's `PyFloat_Pack4`).
+fn write_f32(out: &mut Vec<u8>, v: f64) -> PyResult<()> {
+    let f = v as f32;
+    if f.is_infinite() && v.is_finite() {
+        return Err(PyOverflowError::new_err("float too large to pack with f format"));
+    }
     out.push(0xca);
-    out.extend_from_slice(&(v as f32).to_be_bytes());
+    out.extend_from_slice(&f.to_be_bytes());
+    Ok(())
 }
 
 fn write_str(out: &mut Vec<u8>, s: &Bound<'_, PyString>) -> PyResult<()> {
