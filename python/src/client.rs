@@ -289,6 +289,7 @@ impl Native {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("send_at_errors", self.slot.fire_errors.load(Ordering::Relaxed))?;
+        d.set_item("send_at_last_error", self.slot.last_fire_error.lock().clone())?;
         let conn = self.slot.conn.read().clone();
         let Some(conn) = conn else {
             d.set_item("connected", false)?;
@@ -310,8 +311,7 @@ impl Native {
         d.set_item("age_max", s.age_max.as_secs_f64())?;
         d.set_item("pacing_hold_time", s.pacing_hold_time.as_secs_f64())?;
         d.set_item("rtt", s.rtt.as_secs_f64())?;
-        let last = s.last_error.or_else(|| self.slot.last_fire_error.lock().clone());
-        d.set_item("last_error", last)?;
+        d.set_item("last_error", s.last_error)?;
         Ok(d)
     }
 

@@ -179,6 +179,21 @@ class VuerClient:
         )
         if not isinstance(self.websocket_max_size, int) or self.websocket_max_size <= 0:
             raise ValueError(f"max_size must be a positive int, not {self.websocket_max_size!r}")
+        for name, v in (
+            ("max_queued_events", max_queued_events),
+            ("max_queued_bytes", max_queued_bytes),
+            ("reconnect_max_attempts", reconnect_max_attempts),
+        ):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise ValueError(f"{name} must be a positive int, not {v!r}")
+        for name, v in (
+            ("reconnect_max_delay", reconnect_max_delay),
+            ("max_age", max_age),
+            ("connect_timeout", connect_timeout),
+            ("close_timeout", close_timeout),
+        ):
+            if v is not None and not (isinstance(v, (int, float)) and 0 <= v < float("inf")):
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {v!r}")
         self._options: Dict[str, Any] = dict(
             reconnect=bool(reconnect),
             reconnect_max_attempts=reconnect_max_attempts,
@@ -284,7 +299,8 @@ class VuerClient:
         """The counters: ``published``, ``sent``, ``coalesced``, ``rejected``,
         ``dropped``, ``pending``, ``received``, ``connects``, ``disconnects``,
         ``rtt`` (s), ``last_error``, ``send_at_errors`` (events refused to
-        ``client.send @ e``, which cannot raise), ..."""
+        ``client.send @ e``, which cannot raise) and ``send_at_last_error``,
+        ..."""
         return self._native.stats()
 
     def state(self) -> str:
