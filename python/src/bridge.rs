@@ -148,7 +148,12 @@ fn bridge_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Bri
         watch,
         done: Mutex::new(Vec::new()),
     });
-    let drain = Bound::new(py, Drain { bridge: bridge.clone() })?;
+    let drain = Bound::new(
+        py,
+        Drain {
+            bridge: bridge.clone(),
+        },
+    )?;
     event_loop.call_method1("add_reader", (fd, drain.clone()))?;
     registry.set_item(event_loop, drain)?;
     Ok(bridge)
@@ -191,4 +196,3 @@ where
     });
     Ok(future)
 }
-

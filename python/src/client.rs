@@ -35,8 +35,8 @@ use pyo3::exceptions::{PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use vuer_client::{
-    ClientBuilder, PublishError, Publisher, RawEvent, Reconnect, ServerEvent, Subscription,
-    Value, VuerClient,
+    ClientBuilder, PublishError, Publisher, RawEvent, Reconnect, ServerEvent, Subscription, Value,
+    VuerClient,
 };
 
 use crate::errors::{self, Failure};
@@ -77,9 +77,7 @@ fn message(event: &Bound<'_, PyAny>) -> PyResult<RawEvent> {
 
 fn seconds(name: &str, s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| {
-        PyValueError::new_err(format!(
-            "{name} must be a number of seconds >= 0, not {s}"
-        ))
+        PyValueError::new_err(format!("{name} must be a number of seconds >= 0, not {s}"))
     })
 }
 
@@ -120,12 +118,18 @@ fn builder(py: Python<'_>, o: Options) -> PyResult<ClientBuilder> {
         pack(init.bind(py).as_any(), &mut buf)?;
         match Value::from_msgpack(&buf) {
             Ok(Value::Map(fields)) => b = b.init_value(fields),
-            _ => return Err(PyValueError::new_err("the INIT value must be a dict with str keys")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "the INIT value must be a dict with str keys",
+                ))
+            }
         }
     }
     if o.reconnect {
-        let mut policy = Reconnect::default();
-        policy.max_attempts = o.reconnect_max_attempts;
+        let mut policy = Reconnect {
+            max_attempts: o.reconnect_max_attempts,
+            ..Reconnect::default()
+        };
         if let Some(d) = o.reconnect_max_delay {
             policy.max_delay = seconds("reconnect_max_delay", d)?;
         }
@@ -133,7 +137,9 @@ fn builder(py: Python<'_>, o: Options) -> PyResult<ClientBuilder> {
     } else {
         b = b.reconnect(None);
     }
-    b = b.retry_first_connect(o.retry_first_connect).restore_state(o.restore_state);
+    b = b
+        .retry_first_connect(o.retry_first_connect)
+        .restore_state(o.restore_state);
     if let Some(n) = o.max_queued_events {
         b = b.max_queued_events(n);
     }
@@ -288,8 +294,14 @@ impl Native {
     /// The counters, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("send_at_errors", self.slot.fire_errors.load(Ordering::Relaxed))?;
-        d.set_item("send_at_last_error", self.slot.last_fire_error.lock().clone())?;
+        d.set_item(
+            "send_at_errors",
+            self.slot.fire_errors.load(Ordering::Relaxed),
+        )?;
+        d.set_item(
+            "send_at_last_error",
+            self.slot.last_fire_error.lock().clone(),
+        )?;
         let conn = self.slot.conn.read().clone();
         let Some(conn) = conn else {
             d.set_item("connected", false)?;
@@ -300,12 +312,39 @@ impl Native {
             ($($f:ident),*) => { $( d.set_item(stringify!($f), s.$f)?; )* };
         }
         put!(
-            published, sent, coalesced, expired, rejected, dropped, pending, queue_depth,
-            queue_bytes, bytes_sent, frames_sent, flushes, direct_writes, frames_per_flush,
-            received, received_bytes, decode_errors, inbound_dropped, inbound_queued,
-            rpc_answered, unconfirmed, retained_evicted, unconfirmed_lost, resent, pings_sent,
-            pongs_received, connects, disconnects, pipe_bytes, kernel_queued_bytes,
-            server_read_rate, pacing_holds, connected
+            published,
+            sent,
+            coalesced,
+            expired,
+            rejected,
+            dropped,
+            pending,
+            queue_depth,
+            queue_bytes,
+            bytes_sent,
+            frames_sent,
+            flushes,
+            direct_writes,
+            frames_per_flush,
+            received,
+            received_bytes,
+            decode_errors,
+            inbound_dropped,
+            inbound_queued,
+            rpc_answered,
+            unconfirmed,
+            retained_evicted,
+            unconfirmed_lost,
+            resent,
+            pings_sent,
+            pongs_received,
+            connects,
+            disconnects,
+            pipe_bytes,
+            kernel_queued_bytes,
+            server_read_rate,
+            pacing_holds,
+            connected
         );
         d.set_item("downtime", s.downtime.as_secs_f64())?;
         d.set_item("age_max", s.age_max.as_secs_f64())?;
@@ -391,16 +430,18 @@ pub(crate) struct Sender {
 impl Sender {
     /// Queues `event` reliably; returns an awaitable that is already done
     /// when there was room, else one that waits for room.
-    fn __call__<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.slot.get()?;
         let msg = message(event)?;
         match py.detach(|| conn.publisher.publish(&msg)) {
             Ok(()) => Ok(self.ready.bind(py).clone().into_any()),
-            Err(PublishError::Full { .. }) => {
-                crate::bridge::spawn(py, async move {
-                    conn.publisher.send(&msg).await.map_err(Failure::Publish)
-                })
-            }
+            Err(PublishError::Full { .. }) => crate::bridge::spawn(py, async move {
+                conn.publisher.send(&msg).await.map_err(Failure::Publish)
+            }),
             Err(e) => Err(errors::publish_error(e)),
         }
     }

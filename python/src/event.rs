@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyString};
 
 use crate::errors;
-use crate::pack::{pack, pack_serialized, write_len, write_str_bytes};
+use crate::pack::{pack, pack_serialized, with_utf8, write_len, write_str_bytes};
 
 enum Name {
     Ts,
@@ -59,18 +59,11 @@ pub(crate) fn encode_event(event: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyRes
             type_name(&e.into_inner())
         ))
     })?;
+    // One pass: the map header is written for the common case (at most 15
+    // entries: a fixmap byte) and fixed afterwards if it was more.
     let (mut has_etype, mut has_value) = (false, false);
-    for (k, _) in dict.iter() {
-        if let Ok(k) = k.cast::<PyString>() {
-            match name_of(k.to_cow()?.as_bytes()) {
-                Name::Etype => has_etype = true,
-                Name::Value => has_value = true,
-                _ => {}
-            }
-        }
-    }
-    let entries = dict.len() + usize::from(!has_etype) + usize::from(!has_value);
-    write_len(out, entries, [0x80, 0xde, 0xdf], 15)?;
+    let header_at = out.len();
+    out.push(0x80);
     for (k, v) in dict.iter() {
         let k = k.cast_into::<PyString>().map_err(|k| {
             errors::encode_error(format!(
@@ -78,14 +71,22 @@ pub(crate) fn encode_event(event: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyRes
                 type_name(&k.into_inner())
             ))
         })?;
-        let name = k.to_cow()?;
-        write_str_bytes(out, name.as_bytes())?;
-        match name_of(name.as_bytes()) {
+        let name = with_utf8(&k, |name| {
+            write_str_bytes(out, name)?;
+            Ok(name_of(name))
+        })?;
+        match name {
             Name::Ts => write_ts(&v, out)?,
             // `{**d, "etype": self.etype}`: the attribute (an instance
             // attribute is what `self.etype` reads anyway).
-            Name::Etype => pack(etype.as_any(), out)?,
-            Name::Value => pack_serialized(&v, out)?,
+            Name::Etype => {
+                has_etype = true;
+                pack(etype.as_any(), out)?
+            }
+            Name::Value => {
+                has_value = true;
+                pack_serialized(&v, out)?
+            }
             Name::Other => pack(&v, out)?,
         }
     }
@@ -98,6 +99,19 @@ pub(crate) fn encode_event(event: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyRes
         let value = event.getattr(pyo3::intern!(py, "value"))?;
         pack_serialized(&value, out)?;
     }
+    let entries = dict.len() + usize::from(!has_etype) + usize::from(!has_value);
+    fix_map_header(out, header_at, entries)
+}
+
+/// Rewrites the one-byte map header at `at` for `entries` entries.
+fn fix_map_header(out: &mut Vec<u8>, at: usize, entries: usize) -> PyResult<()> {
+    if entries <= 15 {
+        out[at] = 0x80 | entries as u8;
+        return Ok(());
+    }
+    let mut header = Vec::with_capacity(5);
+    write_len(&mut header, entries, [0x80, 0xde, 0xdf], 15)?;
+    out.splice(at..at + 1, header);
     Ok(())
 }
 
@@ -129,9 +143,11 @@ fn encode_dict(d: &Bound<'_, PyDict>, out: &mut Vec<u8>) -> PyResult<()> {
                 type_name(&k.into_inner())
             ))
         })?;
-        let name = k.to_cow()?;
-        write_str_bytes(out, name.as_bytes())?;
-        match name_of(name.as_bytes()) {
+        let name = with_utf8(&k, |name| {
+            write_str_bytes(out, name)?;
+            Ok(name_of(name))
+        })?;
+        match name {
             Name::Ts => write_ts(&v, out)?,
             Name::Value => pack_serialized(&v, out)?,
             Name::Etype | Name::Other => pack(&v, out)?,

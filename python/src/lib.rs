@@ -33,6 +33,8 @@ fn decode<'py>(py: Python<'py>, message: &[u8]) -> PyResult<Bound<'py, PyAny>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Native>()?;
     m.add_class::<client::Sender>()?;
+    m.add_class::<client::Inbox>()?;
+    m.add_class::<client::Request>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     Ok(())

@@ -33,12 +33,15 @@
 //! bytes) are options rmp-serde does not all have. The primitives are
 //! rmp's.
 
+use std::ffi::c_char;
+use std::sync::OnceLock;
+
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString,
-    PyTuple, PyType,
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+    PyType,
 };
 
 use crate::errors;
@@ -96,7 +99,12 @@ pub(crate) fn pack_serialized(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyRe
     pack_at(obj, out, 0, true)
 }
 
-fn pack_at(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serialize: bool) -> PyResult<()> {
+fn pack_at(
+    obj: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+    depth: usize,
+    serialize: bool,
+) -> PyResult<()> {
     if depth > NEST_LIMIT {
         return Err(PyValueError::new_err("recursion limit exceeded"));
     }
@@ -182,18 +190,28 @@ fn pack_at(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serialize: b
             let list = obj.call_method0("tolist")?;
             return pack_at(&list, out, depth + 1, false);
         }
-        if obj.is_instance(np.integer.bind(obj.py()))? || obj.is_instance(np.floating.bind(obj.py()))? {
+        if obj.is_instance(np.integer.bind(obj.py()))?
+            || obj.is_instance(np.floating.bind(obj.py()))?
+        {
             let item = obj.call_method0("item")?;
             return pack_at(&item, out, depth + 1, false);
         }
     }
     Err(errors::encode_error(format!(
         "Cannot serialize object of type {}",
-        obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+        obj.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into())
     )))
 }
 
-fn pack_sequence(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serialize: bool) -> PyResult<()> {
+fn pack_sequence(
+    obj: &Bound<'_, PyAny>,
+    out: &mut Vec<u8>,
+    depth: usize,
+    serialize: bool,
+) -> PyResult<()> {
     if let Ok(l) = obj.cast::<PyList>() {
         write_len(out, l.len(), [0x90, 0xdc, 0xdd], 15)?;
         // A list can change size while a `_serialize()` runs: read each
@@ -207,7 +225,9 @@ fn pack_sequence(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serial
         }
         return Ok(());
     }
-    let t = obj.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("not a sequence"))?;
+    let t = obj
+        .cast::<PyTuple>()
+        .map_err(|_| PyTypeError::new_err("not a sequence"))?;
     write_len(out, t.len(), [0x90, 0xdc, 0xdd], 15)?;
     for item in t.iter() {
         pack_at(&item, out, depth + 1, serialize)?;
@@ -218,7 +238,9 @@ fn pack_sequence(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize, serial
 /// `obj._serialize()` if `obj` has one.
 fn own_serialize<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     static NAME: PyOnceLock<Py<PyString>> = PyOnceLock::new();
-    let name = NAME.get_or_init(obj.py(), || PyString::intern(obj.py(), "_serialize").unbind());
+    let name = NAME.get_or_init(obj.py(), || {
+        PyString::intern(obj.py(), "_serialize").unbind()
+    });
     match obj.getattr_opt(name.bind(obj.py()))? {
         Some(f) => Ok(Some(f.call0()?)),
         None => Ok(None),
@@ -245,7 +267,9 @@ fn write_int(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
 fn write_f32(out: &mut Vec<u8>, v: f64) -> PyResult<()> {
     let f = v as f32;
     if f.is_infinite() && v.is_finite() {
-        return Err(PyOverflowError::new_err("float too large to pack with f format"));
+        return Err(PyOverflowError::new_err(
+            "float too large to pack with f format",
+        ));
     }
     out.push(0xca);
     out.extend_from_slice(&f.to_be_bytes());
@@ -253,8 +277,58 @@ fn write_f32(out: &mut Vec<u8>, v: f64) -> PyResult<()> {
 }
 
 fn write_str(out: &mut Vec<u8>, s: &Bound<'_, PyString>) -> PyResult<()> {
+    with_utf8(s, |b| write_str_bytes(out, b))
+}
+
+type AsUtf8AndSize =
+    unsafe extern "C" fn(*mut pyo3::ffi::PyObject, *mut pyo3::ffi::Py_ssize_t) -> *const c_char;
+
+/// CPython's `PyUnicode_AsUTF8AndSize`, found at run time.
+///
+/// It is in the stable ABI only from 3.10, so the abi3-py39 build of PyO3
+/// does not offer it, and `PyString::to_cow` then makes a bytes object per
+/// string (`PyUnicode_AsUTF8String`): four or five allocations per event,
+/// about half of the encoding's time (measured with perf on `publish`).
+/// CPython has exported the function since 3.3 and caches the UTF-8 in the
+/// str object, so it is looked up once with `dlsym` and used when present
+/// (every CPython), `to_cow` otherwise.
+fn as_utf8_and_size() -> Option<AsUtf8AndSize> {
+    static F: OnceLock<Option<AsUtf8AndSize>> = OnceLock::new();
+    *F.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, when
+        // present, is CPython's function of that exact signature.
+        unsafe {
+            let p = libc::dlsym(libc::RTLD_DEFAULT, c"PyUnicode_AsUTF8AndSize".as_ptr());
+            if p.is_null() {
+                None
+            } else {
+                Some(std::mem::transmute::<*mut libc::c_void, AsUtf8AndSize>(p))
+            }
+        }
+    })
+}
+
+/// Runs `f` on the UTF-8 bytes of `s` (without copying them when the
+/// interpreter allows).
+pub(crate) fn with_utf8<R>(
+    s: &Bound<'_, PyString>,
+    f: impl FnOnce(&[u8]) -> PyResult<R>,
+) -> PyResult<R> {
+    if let Some(as_utf8) = as_utf8_and_size() {
+        let mut n: pyo3::ffi::Py_ssize_t = 0;
+        // SAFETY: `s` is a live str (held by the Bound); the buffer it
+        // returns is owned by the str and lives as long as it does.
+        let p = unsafe { as_utf8(s.as_ptr(), &mut n) };
+        if p.is_null() {
+            // Not encodable (a lone surrogate): the exception is set.
+            return Err(PyErr::fetch(s.py()));
+        }
+        // SAFETY: CPython guarantees `n` bytes at `p`.
+        let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n as usize) };
+        return f(bytes);
+    }
     let text = s.to_cow()?;
-    write_str_bytes(out, text.as_bytes())
+    f(text.as_bytes())
 }
 
 pub(crate) fn write_str_bytes(out: &mut Vec<u8>, b: &[u8]) -> PyResult<()> {
@@ -289,7 +363,12 @@ fn write_bin(out: &mut Vec<u8>, b: &[u8]) -> PyResult<()> {
 
 /// A map, array or str length: `fix | n` up to `fix_max`, else the 16- or
 /// 32-bit form (`markers` = `[fix, 16-bit, 32-bit]`).
-pub(crate) fn write_len(out: &mut Vec<u8>, n: usize, markers: [u8; 3], fix_max: usize) -> PyResult<()> {
+pub(crate) fn write_len(
+    out: &mut Vec<u8>,
+    n: usize,
+    markers: [u8; 3],
+    fix_max: usize,
+) -> PyResult<()> {
     if n <= fix_max {
         out.push(markers[0] | n as u8);
     } else if n <= 0xffff {

@@ -30,7 +30,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn be(&mut self, n: usize) -> PyResult<u64> {
-        Ok(self.take(n)?.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b)))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |a, b| (a << 8) | u64::from(*b)))
     }
 }
 
@@ -39,7 +42,9 @@ pub(crate) fn unpack<'py>(py: Python<'py>, buf: &[u8]) -> PyResult<Bound<'py, Py
     let mut r = Reader { buf, pos: 0 };
     let v = read(py, &mut r, 0)?;
     if r.pos != buf.len() {
-        return Err(PyValueError::new_err("extra data after the msgpack message"));
+        return Err(PyValueError::new_err(
+            "extra data after the msgpack message",
+        ));
     }
     Ok(v)
 }
@@ -59,11 +64,11 @@ fn read<'py>(py: Python<'py>, r: &mut Reader<'_>, depth: usize) -> PyResult<Boun
         0xc0 => any(py.None().into_bound(py)),
         0xc2 => any(false.into_pyobject(py)?.to_owned().into_any()),
         0xc3 => any(true.into_pyobject(py)?.to_owned().into_any()),
-        0xc4 | 0xc5 | 0xc6 => {
+        0xc4..=0xc6 => {
             let n = r.be(1 << (m - 0xc4))? as usize;
             any(PyBytes::new(py, r.take(n)?).into_any())
         }
-        0xc7 | 0xc8 | 0xc9 => {
+        0xc7..=0xc9 => {
             let n = r.be(1 << (m - 0xc7))? as usize;
             ext(py, r, n)
         }
@@ -79,7 +84,7 @@ fn read<'py>(py: Python<'py>, r: &mut Reader<'_>, depth: usize) -> PyResult<Boun
         0xd2 => any((r.be(4)? as u32 as i32).into_pyobject(py)?.into_any()),
         0xd3 => any((r.be(8)? as i64).into_pyobject(py)?.into_any()),
         0xd4..=0xd8 => ext(py, r, 1 << (m - 0xd4)),
-        0xd9 | 0xda | 0xdb => {
+        0xd9..=0xdb => {
             let n = r.be(1 << (m - 0xd9))? as usize;
             string(py, r, n)
         }
@@ -108,7 +113,12 @@ fn ext<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize) -> PyResult<Bound<'py
     Ok(PyTuple::new(py, [code.into_pyobject(py)?.into_any(), data.into_any()])?.into_any())
 }
 
-fn array<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+fn array<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    n: usize,
+    depth: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     // Every element takes at least a byte: a length beyond what is left is
     // a lie, refused before anything is allocated for it.
     if n > r.buf.len() - r.pos {
@@ -121,7 +131,12 @@ fn array<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize, depth: usize) -> Py
     Ok(list.into_any())
 }
 
-fn map<'py>(py: Python<'py>, r: &mut Reader<'_>, n: usize, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+fn map<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    n: usize,
+    depth: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     if n > (r.buf.len() - r.pos) / 2 {
         return Err(truncated());
     }
