@@ -9,7 +9,10 @@
 #   - every test: unit, integration (in-process server), interop (real
 #     Python server), CLI, doctests;
 #   - every bench compiled and run once, briefly, so they cannot rot
-#     (`cargo bench` alone runs them for real; see BENCHMARKS.md).
+#     (`cargo bench` alone runs them for real; see BENCHMARKS.md);
+#   - the Python package (python/): `pip install ./python` into .venv
+#     (maturin comes from PyPI), its pytest suite against the real vuer
+#     server, a fresh virtualenv without vuer, and its bench, briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,4 +50,15 @@ echo "== cargo doc (no broken links in the library's and the test kit's docs)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p vuer-client -p vuer-client-testkit
 echo "== cargo bench -- --test (every bench compiled and run once, briefly)"
 cargo bench --workspace -- --test
+echo "== the Python package: pip install ./python, pytest against the real vuer 0.1.6 server"
+.venv/bin/pip install --quiet pytest pytest-timeout
+.venv/bin/pip install --quiet ./python
+.venv/bin/python -m pytest -q python/tests
+echo "== the Python package in a fresh virtualenv, without vuer"
+rm -rf target/py-fresh
+python3 -m venv target/py-fresh
+target/py-fresh/bin/pip install --quiet ./python
+target/py-fresh/bin/python python/tests/fresh_smoke.py target/debug/vuer-client
+echo "== the Python send bench, once, briefly (python python/bench/bench_send.py runs it for real)"
+OPENBLAS_NUM_THREADS=1 .venv/bin/python python/bench/bench_send.py --quick
 echo "== all checks passed"
