@@ -45,8 +45,10 @@ use tokio::sync::Notify;
 
 use crate::errors::Failure;
 
-/// A result made on a tokio thread, turned into Python on the loop's.
-type Finish = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+/// A result made on a tokio thread, turned into Python on the loop's when
+/// the future still wants it (`true`), or given back (`false`: the future
+/// was cancelled meanwhile, see [`spawn_undoable`]).
+type Finish = Box<dyn FnOnce(Python<'_>, bool) -> Option<PyResult<Py<PyAny>>> + Send>;
 
 /// One event loop's wake-up socket and queue of finished futures.
 pub(crate) struct Bridge {
@@ -94,13 +96,16 @@ impl Drain {
         for (future, result) in batch {
             let future = future.into_bound(py);
             let Some(result) = result else { continue };
-            if future.call_method0("done")?.is_truthy()? {
-                continue; // cancelled meanwhile
+            let wanted = !future.call_method0("done")?.is_truthy()?;
+            match result(py, wanted) {
+                None => {} // cancelled meanwhile: given back
+                Some(Ok(v)) => {
+                    future.call_method1("set_result", (v,))?;
+                }
+                Some(Err(e)) => {
+                    future.call_method1("set_exception", (e.into_value(py),))?;
+                }
             }
-            match result(py) {
-                Ok(v) => future.call_method1("set_result", (v,))?,
-                Err(e) => future.call_method1("set_exception", (e.into_value(py),))?,
-            };
         }
         Ok(())
     }
@@ -162,10 +167,28 @@ fn bridge_for(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Bri
 /// Runs `fut` on the runtime; returns an asyncio future of the running loop
 /// that gets its result. `fut` runs on a tokio thread and must not touch
 /// Python; its output is turned into Python objects on the loop's thread.
+/// A result that arrives after the future was cancelled is dropped.
 pub(crate) fn spawn<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    spawn_undoable(py, fut, drop)
+}
+
+/// [`spawn`], and when the future was cancelled after `fut` finished but
+/// before the loop could hand the result over, `undo(result)` runs (on the
+/// loop's thread) instead of dropping it: `recv` puts the event back, so a
+/// cancelled `recv` loses nothing.
+pub(crate) fn spawn_undoable<'py, F, T, U>(
+    py: Python<'py>,
+    fut: F,
+    undo: U,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Failure>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+    U: FnOnce(T) + Send + 'static,
 {
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let bridge = bridge_for(py, &event_loop)?;
@@ -184,12 +207,18 @@ where
             _ = cancelled.notified() => None,
         };
         let finish: Option<Finish> = result.map(|r| -> Finish {
-            Box::new(move |py: Python<'_>| match r {
-                Ok(v) => v
-                    .into_pyobject(py)
-                    .map(|v| v.into_bound().into_any().unbind())
-                    .map_err(Into::into),
-                Err(f) => Err(f.into_pyerr()),
+            Box::new(move |py: Python<'_>, wanted: bool| match r {
+                Ok(v) if !wanted => {
+                    undo(v);
+                    None
+                }
+                Ok(v) => Some(
+                    v.into_pyobject(py)
+                        .map(|v| v.into_bound().into_any().unbind())
+                        .map_err(Into::into),
+                ),
+                Err(_) if !wanted => None,
+                Err(f) => Some(Err(f.into_pyerr())),
             })
         });
         bridge.finish(target, finish);

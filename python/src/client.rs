@@ -58,7 +58,14 @@ pub(crate) struct Slot {
 pub(crate) struct Conn {
     client: VuerClient,
     publisher: Publisher,
-    inbox: tokio::sync::Mutex<Subscription>,
+    /// What `recv` reads. Its lock is held from the moment a `recv` starts
+    /// waiting until the loop has handed its event to Python or put it
+    /// back in `returned` (a `recv` cancelled in between), so events come
+    /// out once each and in order.
+    inbox: Arc<tokio::sync::Mutex<Subscription>>,
+    /// Events taken for a `recv` that was cancelled before it got them;
+    /// read first. Only touched with `inbox` locked.
+    returned: Arc<parking_lot::Mutex<std::collections::VecDeque<ServerEvent>>>,
 }
 
 impl Slot {
@@ -158,15 +165,19 @@ fn builder(py: Python<'_>, o: Options) -> PyResult<ClientBuilder> {
     Ok(b)
 }
 
-/// A received event's message as a dict (`unpackb(msg, raw=False)`).
-struct Payload(Option<ServerEvent>);
+/// A received event's message as a dict (`unpackb(msg, raw=False)`),
+/// with the inbox lock held until it is handed over (see [`Conn::inbox`]).
+struct Payload {
+    event: Option<ServerEvent>,
+    _inbox: tokio::sync::OwnedMutexGuard<Subscription>,
+}
 
 impl<'py> IntoPyObject<'py> for Payload {
     type Target = PyAny;
     type Output = Bound<'py, PyAny>;
     type Error = PyErr;
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match self.0 {
+        match self.event {
             None => Ok(py.None().into_bound(py)),
             Some(ev) => unpack(py, ev.as_msgpack()),
         }
@@ -204,7 +215,8 @@ impl Native {
             let client = b.connect().await.map_err(Failure::Connect)?;
             let conn = Conn {
                 publisher: client.publisher(),
-                inbox: tokio::sync::Mutex::new(client.subscribe("*")),
+                inbox: Arc::new(tokio::sync::Mutex::new(client.subscribe("*"))),
+                returned: Arc::default(),
                 client,
             };
             *slot.conn.write() = Some(Arc::new(conn));
@@ -229,14 +241,33 @@ impl Native {
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.slot.get()?;
         let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
-        crate::bridge::spawn(py, async move {
-            let mut inbox = conn.inbox.lock().await;
-            let ev = match timeout {
-                Some(t) => inbox.recv_timeout(t).await,
-                None => inbox.recv().await,
-            };
-            Ok(Payload(ev))
-        })
+        let returned = conn.returned.clone();
+        crate::bridge::spawn_undoable(
+            py,
+            async move {
+                let mut inbox = conn.inbox.clone().lock_owned().await;
+                if let Some(ev) = conn.returned.lock().pop_front() {
+                    return Ok(Payload {
+                        event: Some(ev),
+                        _inbox: inbox,
+                    });
+                }
+                let ev = match timeout {
+                    Some(t) => inbox.recv_timeout(t).await,
+                    None => inbox.recv().await,
+                };
+                Ok(Payload {
+                    event: ev,
+                    _inbox: inbox,
+                })
+            },
+            move |p: Payload| {
+                if let Some(ev) = p.event {
+                    returned.lock().push_front(ev);
+                }
+                // The inbox lock is released here, after the event is back.
+            },
+        )
     }
 
     /// Waits until everything queued has been written (an awaitable).

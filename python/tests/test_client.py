@@ -241,3 +241,35 @@ def test_answers_the_servers_rpc(rpc_server):
             return r
     r = run(main())
     assert r["ok"] is True and r["key"] == "DEFAULT", r
+
+
+def test_bridged_futures_under_stress_lose_no_result_and_cancelled_recvs_lose_no_event(vuer_server):
+    # Every UPSERT the server sends must be received exactly once although
+    # most recv() calls are cancelled (asyncio.wait_for with tiny timeouts)
+    # while hundreds of flush() futures complete from tokio threads at once.
+    n = 300
+
+    async def main():
+        async with VuerClient(vuer_server.uri) as client:
+            assert (await client.recv(timeout=10)).etype == "SET"
+            got = []
+
+            async def reader():
+                while len(got) < n:
+                    try:
+                        ev = await asyncio.wait_for(client.recv(), timeout=0.0005 * (1 + len(got) % 7))
+                    except asyncio.TimeoutError:
+                        continue
+                    if ev is not None and ev.etype == "UPSERT":
+                        got.append(ev.data["nodes"][0]["position"][0])
+
+            async def writer():
+                for i in range(n):
+                    client.send @ SetPositionEvent(value=[i, 0.5, 0])
+                    if i % 10 == 0:
+                        await asyncio.gather(*[client.flush() for _ in range(50)])
+
+            await asyncio.wait_for(asyncio.gather(reader(), writer()), 60)
+            assert sorted(got) == list(range(n)), (len(got), got[:10])
+            assert got == list(range(n))  # and in order
+    run(main(), 90)
