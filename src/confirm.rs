@@ -69,6 +69,11 @@ pub(crate) struct Unconfirmed {
     size_hint: usize,
     max_items: usize,
     max_bytes: usize,
+    /// Body chunks of recycled batches, for the ring
+    /// ([`Ring::reclaim_chunks`](crate::ring::Ring::reclaim_chunks)):
+    /// left in pooled batches, they were not where publishers need them,
+    /// and the ring allocated new ones.
+    pub(crate) chunks: Vec<Vec<u8>>,
 }
 
 impl Unconfirmed {
@@ -128,6 +133,8 @@ impl Unconfirmed {
         let cap = b.capacity_bytes();
         if self.spare.len() < SPARE_BATCHES && self.spare_bytes + cap <= SPARE_BYTES {
             b.clear();
+            b.give_spares(&mut self.chunks);
+            let cap = b.capacity_bytes();
             self.spare_bytes += cap;
             self.spare.push(b);
         }

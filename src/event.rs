@@ -477,6 +477,122 @@ impl RawEvent {
     }
 }
 
+/// An event that borrows everything it sends: its type, key and value are
+/// the caller's, and publishing it allocates nothing (the message is
+/// written straight into the ring). For control loops that must not
+/// allocate, and for the C API, where the type and key come as C strings.
+///
+/// On the wire its keys are `ts, etype, [key], value`, as
+/// [`DynEvent`]'s. The value is a list of `f32` (a pose, joint angles) or
+/// one msgpack value encoded by the caller (checked at each publish).
+///
+/// ```
+/// use vuer_client::EventRef;
+/// let pose = [0.0f32, 0.5, 0.0];
+/// // Latest value wins per (etype, key): only the newest pose is sent when
+/// // the link is slow.
+/// let ev = EventRef::floats("SET_POSITION", &pose).key("box").latest();
+/// let mut msg = Vec::new();
+/// vuer_client::encode_message(&ev, false, &mut msg).unwrap();
+/// assert_eq!(vuer_client::Value::from_msgpack(&msg).unwrap()["value"], vuer_client::Value::from([0.0f32, 0.5, 0.0]));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    etype: &'a str,
+    key: Option<&'a str>,
+    value: ValueRef<'a>,
+    latest: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ValueRef<'a> {
+    F32s(&'a [f32]),
+    Msgpack(&'a [u8]),
+}
+
+impl<'a> EventRef<'a> {
+    /// An event whose value is the list `values` (each an msgpack float32),
+    /// delivered reliably unless [`latest`](Self::latest).
+    pub fn floats(etype: &'a str, values: &'a [f32]) -> Self {
+        EventRef {
+            etype,
+            key: None,
+            value: ValueRef::F32s(values),
+            latest: false,
+        }
+    }
+
+    /// An event whose value is `msgpack`, one msgpack value encoded by the
+    /// caller (checked when the event is published: anything else is
+    /// refused with [`EncodeError::NotAnEvent`]).
+    pub fn msgpack(etype: &'a str, msgpack: &'a [u8]) -> Self {
+        EventRef {
+            etype,
+            key: None,
+            value: ValueRef::Msgpack(msgpack),
+            latest: false,
+        }
+    }
+
+    /// Sets the top-level `key`.
+    pub fn key(mut self, key: &'a str) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Latest value wins per `(etype, key)` (per etype without a key).
+    pub fn latest(mut self) -> Self {
+        self.latest = true;
+        self
+    }
+
+    /// Delivered reliably (the default): undoes [`latest`](Self::latest).
+    pub fn reliable(mut self) -> Self {
+        self.latest = false;
+        self
+    }
+
+    /// The event type.
+    pub fn etype(&self) -> &'a str {
+        self.etype
+    }
+
+    fn coalesce(&self) -> Coalesce<'a> {
+        match (self.latest, self.key) {
+            (false, _) => Coalesce::Never,
+            (true, Some(k)) => Coalesce::Key(k),
+            (true, None) => Coalesce::Etype,
+        }
+    }
+}
+
+/// Appends a borrowed event's body: `etype, [key], value` after `ts`.
+pub(crate) fn body_ref(ev: &EventRef<'_>, out: &mut Vec<u8>) -> Result<BodyParts, EncodeError> {
+    if let ValueRef::Msgpack(m) = ev.value {
+        crate::codec::validate_value(m)
+            .map_err(|e| EncodeError::NotAnEvent(format!("pre-encoded value: {e}")))?;
+    }
+    let mut entries = 2;
+    out.extend_from_slice(ETYPE_KEY);
+    write_str(out, ev.etype);
+    if let Some(k) = ev.key {
+        out.extend_from_slice(KEY_KEY);
+        write_str(out, k);
+        entries += 1;
+    }
+    out.extend_from_slice(VALUE_KEY);
+    match ev.value {
+        ValueRef::F32s(v) => {
+            crate::codec::write_array_len(out, v.len());
+            for x in v {
+                crate::codec::write_f32(out, *x);
+            }
+        }
+        ValueRef::Msgpack(m) => out.extend_from_slice(m),
+    }
+    Ok((entries, Bytes::new()))
+}
+
 /// An event received from the server (or relayed through it).
 ///
 /// The envelope (`etype`, `ts`, `uuid`, `rtype`, `key`, `strict`) is read
@@ -763,6 +879,20 @@ pub(crate) mod sealed {
         }
         fn encode_body(&self, out: &mut Vec<u8>, all_f32: bool) -> Result<BodyParts, EncodeError> {
             body_dyn(self, out, all_f32)
+        }
+    }
+
+    impl Encode for EventRef<'_> {
+        fn meta(&self) -> Meta<'_> {
+            Meta {
+                etype: self.etype,
+                coalesce: self.coalesce(),
+                ts: None,
+                max_age: None,
+            }
+        }
+        fn encode_body(&self, out: &mut Vec<u8>, _all_f32: bool) -> Result<BodyParts, EncodeError> {
+            body_ref(self, out)
         }
     }
 

@@ -104,6 +104,7 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
 
+pub mod blocking;
 mod buffers;
 mod client;
 pub(crate) mod clock;
@@ -161,7 +162,7 @@ pub use error::{
     CloseError, ConnectError, DecodeError, Disconnect, EncodeError, PartialPublish, PublishError,
 };
 pub use event::{
-    Coalesce, DynEvent, Etype, Event, Latest, Outgoing, RawEvent, Reliable, ServerEvent,
+    Coalesce, DynEvent, Etype, Event, EventRef, Latest, Outgoing, RawEvent, Reliable, ServerEvent,
 };
 pub use inbound::etype_matches;
 pub use pacing::Pacing;

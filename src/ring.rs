@@ -174,13 +174,21 @@ impl<H> Slot<H> {
 
 /// Copies the bodies of `slots` out of `arena` into a new arena (built on
 /// `arena`'s spare chunks), in order and without the dropped ones between,
-/// and points each slot at its new place.
+/// and points each slot at its new place. The new arena is made of
+/// `arena`'s storage, and `arena`'s chunks become its spares (as many as
+/// an arena keeps): a batch of keyed values, emptied after it is written,
+/// hands its chunk back to the ring instead of to the allocator, and a
+/// compaction of the ring on a publishing thread allocates nothing once
+/// warm (`tests/realtime.rs`; before: a chunk per sender round in a keyed
+/// stream, and a fresh chunk list per compaction).
 fn repack<H>(slots: &mut VecDeque<Slot<H>>, arena: &mut Arena) -> Arena {
-    let mut out = Arena::default();
-    out.take_spares(arena);
+    // Built from `arena`'s own storage (spare chunks, chunk list): nothing
+    // allocated once warm.
+    let mut out = arena.rebuilt();
     for slot in slots.iter_mut() {
         slot.at = out.append(arena.get(slot.at, slot.len));
     }
+    arena.retire_into(&mut out);
     out
 }
 
@@ -302,6 +310,12 @@ impl<H> Batch<H> {
         self.clear();
     }
 
+    /// Moves the batch's spare chunks to `into` (as many as an arena
+    /// keeps).
+    pub fn give_spares(&mut self, into: &mut Vec<Vec<u8>>) {
+        self.arena.give_spare_bufs(into);
+    }
+
     /// Empties the batch, keeping its buffers for reuse.
     pub fn clear(&mut self) {
         self.plain = None;
@@ -400,6 +414,9 @@ pub struct Ring<H> {
     limits: RingLimits,
     overflow: Overflow,
     counters: RingCounters,
+    /// Publishers must not allocate (`ClientBuilder::realtime_publish`):
+    /// takes never swap the line and arena out (see [`Ring::set_realtime`]).
+    realtime: bool,
 }
 
 /// Start of the sequence numbers: high, so that items put back in front of
@@ -424,7 +441,42 @@ impl<H: Copy> Ring<H> {
             limits,
             overflow,
             counters: RingCounters::default(),
+            realtime: false,
         }
+    }
+
+    /// Takes the spare chunks of an emptied batch (as many as the ring
+    /// keeps).
+    pub fn reclaim(&mut self, batch: &mut Batch<H>) {
+        self.arena.take_spares(&mut batch.arena);
+    }
+
+    /// A real-time ring that would have to allocate a chunk for the next
+    /// body (the last one is nearly full and no spare is left).
+    pub fn would_allocate(&self) -> bool {
+        self.realtime && self.arena.would_allocate()
+    }
+
+    /// Takes spare chunks from `from` (as many as the ring keeps).
+    pub fn reclaim_chunks(&mut self, from: &mut Vec<Vec<u8>>) {
+        self.arena.take_spare_bufs(from);
+    }
+
+    /// For real-time publishers: the line is allocated to its bound now,
+    /// and a take moves items and whole chunks out instead of swapping the
+    /// ring's line and arena with the batch's (O(1), but the ring would then
+    /// go on with the batch's containers, which may be smaller, and grow
+    /// them on a publishing thread). So once warm (every chunk a round needs
+    /// has come back as a spare), publishing allocates nothing:
+    /// `tests/realtime.rs` counts it under a CPU hog too.
+    pub fn set_realtime(&mut self) {
+        self.realtime = true;
+        self.queue.reserve(self.limits.max_items.min(1 << 20));
+        // The chunks the line can need (live bodies, and as many dead ones
+        // before a compaction), the unconfirmed events' and a round's: made
+        // now rather than on a publishing thread (as many as an arena keeps).
+        let chunks = 4 * self.limits.max_bytes.div_ceil(arena::CHUNK) + 8;
+        self.arena.prefill(chunks);
     }
 
     /// Items queued (not counting those in flight).
@@ -827,7 +879,7 @@ impl<H: Copy> Ring<H> {
     /// would share with what stays, unless that leaves nothing to take
     /// (then those bodies are copied).
     pub fn take_up_to(&mut self, batch: &mut Batch<H>, max_items: usize, max_bytes: usize) {
-        if self.queue.len() <= max_items && self.bytes <= max_bytes {
+        if !self.realtime && self.queue.len() <= max_items && self.bytes <= max_bytes {
             return self.take_all(batch);
         }
         debug_assert!(batch.is_empty() && batch.arena.len() == 0);

@@ -332,8 +332,16 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         let (pong, close_reply, closing, settled, awaiting, urgent, hold, parked) = {
             let mut ob = shared.outbox();
             let mut settled = inflight.settle(&mut ob);
-            // Batches emptied since the last round go back to the pool.
+            // Batches emptied since the last round go back to the pool,
+            // their chunks to the ring (where publishers need them; parked
+            // in pooled batches, they made the ring allocate new ones).
+            for b in released.iter_mut() {
+                ob.ring.reclaim(b);
+            }
             ob.unconfirmed.give_back(&mut released);
+            let mut chunks = std::mem::take(&mut ob.unconfirmed.chunks);
+            ob.ring.reclaim_chunks(&mut chunks);
+            ob.unconfirmed.chunks = chunks;
             // What the server confirmed reading no longer counts against
             // the bounds (its batches are emptied below, outside the lock).
             if ob.unconfirmed.confirm(acked, &mut released) {
@@ -588,12 +596,16 @@ async fn wait(
     if let Some(by) = w.deliver_by {
         recheck = sooner(recheck, by);
     }
+    // Real-time publishers do not wake this task: it looks at the queue
+    // every poll interval.
+    let poll = shared.config.realtime_poll;
     tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => Err(SenderExit::Cancelled),
         // A pong: pacing may go on, and confirmations free room.
         _ = ctx.pong.notified() => Ok(false),
         _ = shared.wake_sender.notified() => Ok(false),
+        _ = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => Ok(false),
         _ = sleep_until_ns(recheck.unwrap_or(0)), if recheck.is_some() => Ok(!w.hold),
         _ = tick.tick() => {
             if let Some(t) = alive.check(ctx) {

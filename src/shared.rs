@@ -219,7 +219,10 @@ struct Stamp<'k> {
 
 impl Shared {
     pub(crate) fn new(config: Config) -> Self {
-        let ring = Ring::new(config.queue, config.overflow);
+        let mut ring = Ring::new(config.queue, config.overflow);
+        if config.realtime_poll.is_some() {
+            ring.set_realtime();
+        }
         let inbound = Inbound::new(
             config.inbound_max_events,
             config.inbound_max_bytes,
@@ -266,7 +269,28 @@ impl Shared {
     /// while holding it cannot leave the ring in a state worse than "some
     /// counters off".)
     pub(crate) fn outbox(&self) -> parking_lot::MutexGuard<'_, Outbox> {
+        if self.config.realtime_poll.is_some() {
+            // Nobody parks on the lock, so a real-time publisher's unlock
+            // never has a thread to wake (a futex call).
+            return self.outbox_spin();
+        }
         self.outbox.lock()
+    }
+
+    /// The outbox lock with real-time publishers: spun for, never parked
+    /// on, by every thread (parking_lot's lock yields and parks, both system
+    /// calls, when it is held longer than its short spin, and a parked
+    /// waiter makes the unlocking publisher wake it, a third). Critical
+    /// sections are a handful of pointer moves (`tests/realtime.rs`
+    /// measures the publisher's longest wait); if the OS preempts a holder,
+    /// the others spin until it runs again.
+    fn outbox_spin(&self) -> parking_lot::MutexGuard<'_, Outbox> {
+        loop {
+            if let Some(guard) = self.outbox.try_lock() {
+                return guard;
+            }
+            std::hint::spin_loop();
+        }
     }
 
     pub(crate) fn set_last_error(&self, e: impl ToString) {
@@ -405,13 +429,16 @@ impl Shared {
         now: u64,
         push: impl FnOnce(&mut Outbox) -> (bool, R),
     ) -> Result<R, PublishError> {
+        // Real-time publishers neither park, nor write, nor wake: the
+        // sender polls (`ClientBuilder::realtime_publish`).
+        let quiet = self.config.realtime_poll.is_some();
         let (wake, result) = {
             let mut ob = self.outbox();
             if let Some(reason) = &ob.terminal {
                 return Err(PublishError::Closed(reason.clone()));
             }
             let (queued, result) = push(&mut ob);
-            (queued && self.after_push(&mut ob, now), result)
+            (queued && !quiet && self.after_push(&mut ob, now), result)
         };
         if wake {
             self.wake_sender.notify_one();
@@ -455,6 +482,14 @@ impl Shared {
         stamp: Stamp<'_>,
         append: impl FnOnce(&mut Vec<u8>) -> Result<BodyParts, EncodeError>,
     ) -> Result<(), PublishError> {
+        if ob.ring.would_allocate() {
+            // A real-time ring never allocates on a publishing thread: with
+            // no spare chunk left (every one queued or being written), the
+            // event waits its turn like in a full queue.
+            ob.ring_reject();
+            let (queued, bytes) = ob.ring.held();
+            return Err(PublishError::Full { queued, bytes });
+        }
         let arena = ob.ring.arena_mut();
         let start = arena.len();
         let (entries, tail) = match append(arena) {

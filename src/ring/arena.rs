@@ -70,6 +70,9 @@ pub(crate) struct Arena {
     /// encoded into it).
     sealed: usize,
     spare: Vec<Vec<u8>>,
+    /// An empty chunk list with the capacity of a previous one, for the
+    /// next [`Arena::rebuilt`] (so rebuilding allocates nothing once warm).
+    shell: VecDeque<Chunk>,
 }
 
 impl Arena {
@@ -253,6 +256,72 @@ impl Arena {
         if self.spare.is_empty() {
             if let Some(b) = from.spare.pop() {
                 self.spare.push(b);
+            }
+        }
+    }
+
+    /// True if [`Arena::open`] would allocate a chunk (no spare left).
+    pub(crate) fn would_allocate(&self) -> bool {
+        let full = match self.chunks.back() {
+            Some(c) => c.buf.capacity() - c.buf.len() < ROOM && !c.buf.is_empty(),
+            None => true,
+        };
+        full && self.spare.is_empty()
+    }
+
+    /// Makes `n` spare chunks (at most as many as an arena keeps) and room
+    /// for `n` chunks in its lists, so that filling it allocates nothing.
+    pub(crate) fn prefill(&mut self, n: usize) {
+        let n = n.min(SPARE_CHUNKS);
+        self.chunks.reserve(n);
+        self.shell.reserve(n);
+        self.spare.reserve(SPARE_CHUNKS);
+        while self.spare.len() < n {
+            self.spare.push(Vec::with_capacity(CHUNK));
+        }
+    }
+
+    /// A new, empty arena made of this one's storage: its spare chunks,
+    /// its spare list and its chunk list shell. Fill it, then call
+    /// [`Arena::retire_into`] on this one. Together they rebuild an arena
+    /// (compaction) without allocating once capacities have grown.
+    pub(crate) fn rebuilt(&mut self) -> Arena {
+        Arena {
+            chunks: std::mem::take(&mut self.shell),
+            front_id: 0,
+            sealed: 0,
+            spare: std::mem::take(&mut self.spare),
+            shell: VecDeque::new(),
+        }
+    }
+
+    /// Hands this (old) arena's chunks to `new` as spares, and its emptied
+    /// chunk list as `new`'s shell; this arena is left empty.
+    pub(crate) fn retire_into(&mut self, new: &mut Arena) {
+        while let Some(c) = self.chunks.pop_front() {
+            new.keep_spare(c.buf);
+        }
+        self.sealed = 0;
+        new.shell = std::mem::take(&mut self.chunks);
+        new.take_spares(self);
+    }
+
+    /// Moves spare buffers of `from` here (as many as are kept).
+    pub(crate) fn take_spare_bufs(&mut self, from: &mut Vec<Vec<u8>>) {
+        while self.spare.len() < SPARE_CHUNKS {
+            match from.pop() {
+                Some(b) => self.spare.push(b),
+                None => break,
+            }
+        }
+    }
+
+    /// Moves this arena's spares to `into` (up to as many as are kept).
+    pub(crate) fn give_spare_bufs(&mut self, into: &mut Vec<Vec<u8>>) {
+        while into.len() < SPARE_CHUNKS {
+            match self.spare.pop() {
+                Some(b) => into.push(b),
+                None => break,
             }
         }
     }
