@@ -191,7 +191,9 @@ impl Drop for VuerClient {
         }
         self.client = None;
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            // Joins the worker thread (its tasks are done: the client is
+            // closed), so that nothing of it outlives the handle.
+            rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
 }

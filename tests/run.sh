@@ -10,6 +10,9 @@
 #     Python server), CLI, doctests;
 #   - every bench compiled and run once, briefly, so they cannot rot
 #     (`cargo bench` alone runs them for real; see BENCHMARKS.md);
+#   - the C API (capi/): its header checked against the code, the C and
+#     C++ examples built with cc/c++ and run against the embedded and the
+#     real server, the C one under valgrind (cargo test runs them);
 #   - the Python package (python/): `pip install ./python` into .venv
 #     (maturin comes from PyPI), its pytest suite against the real vuer
 #     server, a fresh virtualenv without vuer, and its bench, briefly.
@@ -36,6 +39,15 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     echo "       the browser test needs one: install it or set CHROMIUM=/path/to/chrome" >&2
     exit 1
   fi
+fi
+
+# The C API's tests (capi/tests/examples.rs) run the C example under
+# valgrind: Debian's package when missing.
+if ! command -v valgrind >/dev/null 2>&1; then
+  echo "== installing valgrind (for capi/tests/examples.rs)"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind \
+    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind; }; } >/dev/null 2>&1 || true
+  command -v valgrind >/dev/null 2>&1 || { echo "error: valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 fi
 
 echo "== cargo fmt --check"
