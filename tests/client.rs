@@ -637,7 +637,10 @@ fn byte_and_write_counters_count_what_reached_the_socket() {
     // whole, so a write blocked by a full socket counted nothing.
     let (rt, _server, client) = paused_server_and_client(|b| b.pacing(None));
     let big = DynEvent::new("BIG").value(Value::Bin(vec![0; 64 << 10]));
-    while client.stats().queue_depth == 0 {
+    // Until events pile up: two queued (one may only be waiting for a
+    // sender slow to wake on a loaded machine) and more than the 128 KiB
+    // checked below published.
+    while client.stats().queue_depth < 2 || client.stats().published < 4 {
         client.publish(&big).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
