@@ -353,25 +353,12 @@ pub unsafe extern "C" fn vuer_publish_floats(
     n: usize,
     reliable: i32,
 ) -> vuer_status {
-    guard(|| {
-        let run = || -> Result<vuer_status, vuer_status> {
-            let c = unsafe { handle(client) }?;
-            let etype = unsafe { text(etype, "etype") }?;
-            let key = unsafe { opt_text(key, "key") }?;
-            let mut ev = EventRef::floats(etype, floats(values, n)?);
-            if let Some(k) = key {
-                ev = ev.key(k);
-            }
-            if reliable == 0 {
-                ev = ev.latest();
-            }
-            Ok(match c.publisher.publish(&ev) {
-                Ok(()) => vuer_status::VUER_OK,
-                Err(e) => publish_status(e),
-            })
-        };
-        run().unwrap_or_else(|s| s)
-    })
+    // SAFETY: the header's contract for every pointer.
+    unsafe {
+        publish_ref(client, etype, key, reliable, |etype| {
+            Ok(EventRef::floats(etype, floats(values, n)?))
+        })
+    }
 }
 
 /// Queues an event whose value is `len` bytes of msgpack at `value` (one
@@ -388,17 +375,35 @@ pub unsafe extern "C" fn vuer_publish_msgpack(
     len: usize,
     reliable: i32,
 ) -> vuer_status {
+    // SAFETY: the header's contract for every pointer.
+    unsafe {
+        publish_ref(client, etype, key, reliable, |etype| {
+            if value.is_null() {
+                return Err(fail(vuer_status::VUER_ERR_ARGUMENT, "value is NULL"));
+            }
+            // SAFETY: `len` bytes at `value` (header contract).
+            let bytes = std::slice::from_raw_parts(value, len);
+            Ok(EventRef::msgpack(etype, bytes))
+        })
+    }
+}
+
+/// What both publish functions share: the handle, etype and key checked,
+/// the event made by `make` from the etype, keyed and coalescing as asked,
+/// published; no allocation on the way.
+unsafe fn publish_ref<'a>(
+    client: *const vuer_client,
+    etype: *const c_char,
+    key: *const c_char,
+    reliable: i32,
+    make: impl FnOnce(&'a str) -> Result<EventRef<'a>, vuer_status>,
+) -> vuer_status {
     guard(|| {
         let run = || -> Result<vuer_status, vuer_status> {
             let c = unsafe { handle(client) }?;
             let etype = unsafe { text(etype, "etype") }?;
             let key = unsafe { opt_text(key, "key") }?;
-            if value.is_null() {
-                return Err(fail(vuer_status::VUER_ERR_ARGUMENT, "value is NULL"));
-            }
-            // SAFETY: `len` bytes at `value` (header contract).
-            let bytes = unsafe { std::slice::from_raw_parts(value, len) };
-            let mut ev = EventRef::msgpack(etype, bytes);
+            let mut ev = make(etype)?;
             if let Some(k) = key {
                 ev = ev.key(k);
             }
