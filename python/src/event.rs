@@ -65,16 +65,7 @@ pub(crate) fn encode_event(event: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyRes
     let header_at = out.len();
     out.push(0x80);
     for (k, v) in dict.iter() {
-        let k = k.cast_into::<PyString>().map_err(|k| {
-            errors::encode_error(format!(
-                "event attribute names must be str, not {}",
-                type_name(&k.into_inner())
-            ))
-        })?;
-        let name = with_utf8(&k, |name| {
-            write_str_bytes(out, name)?;
-            Ok(name_of(name))
-        })?;
+        let name = write_key(k, "event attribute names", out)?;
         match name {
             Name::Ts => write_ts(&v, out)?,
             // `{**d, "etype": self.etype}`: the attribute (an instance
@@ -137,16 +128,7 @@ fn encode_dict(d: &Bound<'_, PyDict>, out: &mut Vec<u8>) -> PyResult<()> {
         rmp::encode::write_uint(out, now_ms()).expect("a Vec does not fail");
     }
     for (k, v) in d.iter() {
-        let k = k.cast_into::<PyString>().map_err(|k| {
-            errors::encode_error(format!(
-                "event keys must be str, not {}",
-                type_name(&k.into_inner())
-            ))
-        })?;
-        let name = with_utf8(&k, |name| {
-            write_str_bytes(out, name)?;
-            Ok(name_of(name))
-        })?;
+        let name = write_key(k, "event keys", out)?;
         match name {
             Name::Ts => write_ts(&v, out)?,
             Name::Value => pack_serialized(&v, out)?,
@@ -154,6 +136,21 @@ fn encode_dict(d: &Bound<'_, PyDict>, out: &mut Vec<u8>) -> PyResult<()> {
         }
     }
     Ok(())
+}
+
+/// Writes a map key (it must be a str: `what` names it in the error) and
+/// says which known field it is.
+fn write_key(k: Bound<'_, PyAny>, what: &str, out: &mut Vec<u8>) -> PyResult<Name> {
+    let k = k.cast_into::<PyString>().map_err(|k| {
+        errors::encode_error(format!(
+            "{what} must be str, not {}",
+            type_name(&k.into_inner())
+        ))
+    })?;
+    with_utf8(&k, |name| {
+        write_str_bytes(out, name)?;
+        Ok(name_of(name))
+    })
 }
 
 /// vuer's client: a float `ts` (seconds) goes out as `int(ts * 1000)`;
