@@ -885,6 +885,15 @@ impl<H: Copy> Ring<H> {
         debug_assert!(batch.is_empty() && batch.arena.len() == 0);
         batch.plain = None;
         batch.first_seq = self.head_seq;
+        if self.queue.is_empty() {
+            // Nothing to take. Dead chunks at the front (a refused push may
+            // have opened a chunk behind one whose bodies are all taken)
+            // become this ring's spares: moved to the batch, they would
+            // leave it with chunks but no items, which the next take does
+            // not expect (found by `wire/model_realtime.rs`).
+            self.arena.release_front();
+            return;
+        }
         // The longest prefix within the limits (at least one item)...
         let mut n = 0;
         let mut bytes = 0;

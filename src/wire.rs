@@ -50,7 +50,8 @@
 //! front.
 //!
 //! [`Pending`] and [`Slot`] know nothing of tokio or sockets (the model
-//! checking test in `wire/model.rs` drives them with loom threads);
+//! checking tests in `wire/model.rs` and, for real-time publishers,
+//! `wire/model_realtime.rs` drive them with loom threads);
 //! [`Wire`] adds the socket.
 
 use std::collections::VecDeque;
@@ -656,3 +657,5 @@ mod tests {
 
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod model_realtime;

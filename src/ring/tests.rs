@@ -332,6 +332,33 @@ fn a_partial_take_moves_whole_chunks_and_copies_no_body() {
 }
 
 #[test]
+fn a_take_with_nothing_queued_gives_the_batch_no_chunk() {
+    // Found by the real-time loom model: two bodies fill a chunk and are
+    // taken (the chunk stays, dead, as the ring's open one); a push refused
+    // while they are in flight opens a second chunk; a take then finds
+    // nothing queued but a dead chunk in front.
+    let mut r = ring(2, 1 << 20);
+    r.set_realtime();
+    push(&mut r, None, 1, 30, u64::MAX).unwrap();
+    push(&mut r, None, 2, 30, u64::MAX).unwrap();
+    let mut first = Batch::default();
+    r.take_up_to(&mut first, usize::MAX, usize::MAX);
+    assert_eq!(values(&first), vec![1, 2]);
+    assert_eq!(push(&mut r, None, 3, 30, u64::MAX), Err(Full));
+    let mut second = Batch::default();
+    r.take_up_to(&mut second, usize::MAX, usize::MAX);
+    assert!(second.is_empty());
+    assert_eq!(second.arena_len(), 0, "no chunk without items");
+    r.complete(&mut first, false, |_| false);
+    // The next take (which expects an empty batch) and push work.
+    push(&mut r, None, 4, 30, u64::MAX).unwrap();
+    r.take_up_to(&mut second, usize::MAX, usize::MAX);
+    assert_eq!(values(&second), vec![4]);
+    r.complete(&mut second, false, |_| false);
+    check_identity(&r);
+}
+
+#[test]
 fn a_stream_taken_in_parts_keeps_the_arena_near_what_is_queued() {
     let mut r = ring(10_000, 1 << 20);
     let mut b = Batch::default();
