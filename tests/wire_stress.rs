@@ -6,6 +6,15 @@
 //! arrive once, in order, and the client's byte count must equal the
 //! sink's.
 //!
+//! The same runs in real-time mode (`ClientBuilder::realtime_publish`:
+//! publishing threads never write or wake, the sender polls, the ring
+//! recycles its chunks and refuses rather than allocate) use small and
+//! medium reliable events (16 B to 24 KiB, most of them encoded into the
+//! ring's chunks, the largest shared as tails) published as fast as the
+//! ring takes them, a refused one published again, as a control loop
+//! would: every byte of every one is checked, with a fast and with a slow
+//! reader (so pacing holds the sender and chunks come back late).
+//!
 //! The short variants run in CI; `cargo test --release --test wire_stress
 //! -- --ignored` runs the long ones.
 
@@ -33,9 +42,28 @@ fn size_of(seq: u64) -> usize {
     }
 }
 
+/// Sizes from 16 B to 24 KiB (mostly under 2 KiB, as poses and joint
+/// states are; an eighth above `LARGE_MESSAGE`, 16 KiB, shared as tails).
+fn small_size_of(seq: u64) -> usize {
+    let x = (seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize;
+    match seq % 8 {
+        0 => (16 << 10) + x % (8 << 10),
+        1 | 2 => 2048 + x % (14 << 10),
+        _ => 16 + x % 2032,
+    }
+}
+
 struct Run {
     tls: bool,
     events: u64,
+    /// Pad bytes of event `seq`.
+    size: fn(u64) -> usize,
+    /// `ClientBuilder::realtime_publish`: events are published (a refused
+    /// one again after a yield) instead of sent.
+    realtime: Option<Duration>,
+    reader: CheckerOptions,
+    /// The client's ping interval.
+    ping: Duration,
     /// Pause between large events (`None`: as fast as the client takes
     /// them).
     gap: Option<Duration>,
@@ -50,10 +78,11 @@ async fn stress(run: Run) {
     } else {
         (None, None)
     };
-    let checker = Checker::start(tls, CheckerOptions::default()).await;
+    let checker = Checker::start(tls, run.reader).await;
     let mut b = VuerClient::builder()
         .uri(checker.uri())
-        .ping_interval(Some(Duration::from_millis(1)))
+        .ping_interval(Some(run.ping))
+        .realtime_publish(run.realtime)
         .reconnect(None);
     if let Some(der) = der {
         b = b.tls_verify(true).add_root_certificate(der);
@@ -89,19 +118,33 @@ async fn stress(run: Run) {
     };
     let big = {
         let publisher = client.publisher();
-        let (n, gap) = (run.events, run.gap);
+        let (n, gap, size, realtime) = (run.events, run.gap, run.size, run.realtime.is_some());
         std::thread::spawn(move || {
+            let mut refused = 0u64;
             for seq in 0..n {
-                publisher
-                    .send_blocking(&Stress::new(seq, size_of(seq)))
-                    .unwrap();
+                let event = Stress::new(seq, size(seq));
+                if realtime {
+                    loop {
+                        match publisher.publish(&event) {
+                            Ok(()) => break,
+                            Err(PublishError::Full { .. }) => {
+                                refused += 1;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                } else {
+                    publisher.send_blocking(&event).unwrap();
+                }
                 if let Some(g) = gap {
                     std::thread::sleep(g);
                 }
             }
+            refused
         })
     };
-    tokio::task::spawn_blocking(move || big.join().unwrap())
+    let refused = tokio::task::spawn_blocking(move || big.join().unwrap())
         .await
         .unwrap();
     let n = run.events;
@@ -125,17 +168,24 @@ async fn stress(run: Run) {
     let report = checker.report();
     let stats = client.stats();
     eprintln!(
-        "{} {} events of 100 KiB-4 MiB {} in {:.2?}: {} frames, {} pings, {} MiB checked, {} direct writes, {} writes",
+        "{} {} events of {}-{} B {}{} in {:.2?}: {} frames, {} pings, {} MiB checked, {} direct writes, {} writes, {} refused (published again)",
         if run.tls { "wss" } else { "ws" },
         n,
+        (0..n).map(run.size).min().unwrap_or(0),
+        (0..n).map(run.size).max().unwrap_or(0),
         if run.gap.is_some() { "sparse" } else { "dense" },
+        if run.realtime.is_some() { ", real-time" } else { "" },
         started.elapsed(),
         report.frames,
         report.pings,
         report.stress_bytes >> 20,
         stats.direct_writes,
         stats.flushes,
+        refused,
     );
+    if run.realtime.is_some() {
+        assert_eq!(stats.direct_writes, 0, "real-time publishers never write");
+    }
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert!(all, "received {} of {n} events", report.stress.len());
     assert_eq!(
@@ -161,6 +211,74 @@ async fn stress(run: Run) {
     );
 }
 
+/// Large events through the normal (not real-time) path.
+const LARGE: Run = Run {
+    tls: false,
+    events: 0,
+    size: size_of,
+    realtime: None,
+    reader: CheckerOptions {
+        no_pongs: false,
+        read_bytes_per_ms: None,
+    },
+    gap: None,
+    secs: 60,
+    ping: Duration::from_millis(1),
+};
+
+/// Small events in real-time mode, polled every 100 µs.
+const REALTIME: Run = Run {
+    size: small_size_of,
+    realtime: Some(Duration::from_micros(100)),
+    ..LARGE
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_small_events_arrive_intact() {
+    bounded(
+        120,
+        stress(Run {
+            events: 20_000,
+            ..REALTIME
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_small_events_to_a_slow_reader_arrive_intact() {
+    bounded(
+        120,
+        stress(Run {
+            events: 2_500,
+            // 8 KiB per millisecond and at most one frame per
+            // millisecond: far below what the publisher offers, so pacing
+            // holds the sender and the ring fills and refuses. (Pings
+            // every millisecond would be all such a reader reads.)
+            reader: CheckerOptions {
+                no_pongs: false,
+                read_bytes_per_ms: Some(8 << 10),
+            },
+            ping: Duration::from_millis(50),
+            ..REALTIME
+        }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_small_events_over_wss_arrive_intact() {
+    bounded(
+        120,
+        stress(Run {
+            tls: true,
+            events: 10_000,
+            ..REALTIME
+        }),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparse_large_events_over_ws_arrive_intact() {
     bounded(
@@ -170,6 +288,7 @@ async fn sparse_large_events_over_ws_arrive_intact() {
             events: 24,
             gap: Some(Duration::from_millis(15)),
             secs: 60,
+            ..LARGE
         }),
     )
     .await;
@@ -184,6 +303,7 @@ async fn dense_large_events_over_ws_arrive_intact() {
             events: 24,
             gap: None,
             secs: 60,
+            ..LARGE
         }),
     )
     .await;
@@ -198,6 +318,7 @@ async fn sparse_large_events_over_wss_arrive_intact() {
             events: 16,
             gap: Some(Duration::from_millis(15)),
             secs: 60,
+            ..LARGE
         }),
     )
     .await;
@@ -212,6 +333,7 @@ async fn dense_large_events_over_wss_arrive_intact() {
             events: 16,
             gap: None,
             secs: 60,
+            ..LARGE
         }),
     )
     .await;
@@ -233,6 +355,7 @@ async fn long_sparse_and_dense_over_ws_and_wss() {
                     events: 600,
                     gap,
                     secs: 300,
+                    ..LARGE
                 }),
             )
             .await;
