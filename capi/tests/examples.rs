@@ -93,13 +93,15 @@ fn expected(i: usize) -> [f32; 3] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_c_example_delivers_200_positions_to_the_embedded_server() {
-    bounded(60, async {
-        let bin = build(
-            "cc",
-            "-std=c11",
-            "examples/c/set_position.c",
-            "set_position_c",
-        );
+    // Built before the clock starts: a clean release build of the
+    // library alone takes over a minute on a CI machine.
+    let bin = build(
+        "cc",
+        "-std=c11",
+        "examples/c/set_position.c",
+        "set_position_c",
+    );
+    bounded(60, async move {
         let server = LocalServer::start(ServerOptions {
             upsert_on: Some("SET_POSITION".into()),
             ..ServerOptions::default()
@@ -128,19 +130,21 @@ async fn the_c_example_delivers_200_positions_to_the_embedded_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_c_and_cpp_examples_work_against_the_real_vuer_server() {
-    bounded(120, async {
-        let c = build(
-            "cc",
-            "-std=c11",
-            "examples/c/set_position.c",
-            "set_position_c_real",
-        );
-        let cpp = build(
-            "c++",
-            "-std=c++17",
-            "examples/cpp/teleop.cpp",
-            "teleop_cpp_real",
-        );
+    // Built before the clock starts: a clean release build of the
+    // library alone takes over a minute on a CI machine.
+    let c = build(
+        "cc",
+        "-std=c11",
+        "examples/c/set_position.c",
+        "set_position_c_real",
+    );
+    let cpp = build(
+        "c++",
+        "-std=c++17",
+        "examples/cpp/teleop.cpp",
+        "teleop_cpp_real",
+    );
+    bounded(120, async move {
         let mut server = PyServer::example_server().await;
         let uri = server.uri();
         let u = uri.clone();
@@ -172,8 +176,10 @@ async fn the_c_and_cpp_examples_work_against_the_real_vuer_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpp_example_streams_at_1_khz_to_the_embedded_server() {
-    bounded(60, async {
-        let bin = build("c++", "-std=c++17", "examples/cpp/teleop.cpp", "teleop_cpp");
+    // Built before the clock starts: a clean release build of the
+    // library alone takes over a minute on a CI machine.
+    let bin = build("c++", "-std=c++17", "examples/cpp/teleop.cpp", "teleop_cpp");
+    bounded(60, async move {
         let server = LocalServer::start(ServerOptions::default()).await.unwrap();
         let uri = server.uri();
         let out = tokio::task::spawn_blocking(move || run(&bin, &uri, &["1"], None))
@@ -197,13 +203,15 @@ async fn the_c_example_runs_clean_under_valgrind() {
     if Command::new("valgrind").arg("--version").output().is_err() {
         panic!("valgrind is needed (apt-get install valgrind); tests/run.sh installs it");
     }
-    bounded(300, async {
-        let bin = build(
-            "cc",
-            "-std=c11",
-            "examples/c/set_position.c",
-            "set_position_vg",
-        );
+    // Built before the clock starts: a clean release build of the
+    // library alone takes over a minute on a CI machine.
+    let bin = build(
+        "cc",
+        "-std=c11",
+        "examples/c/set_position.c",
+        "set_position_vg",
+    );
+    bounded(300, async move {
         let server = LocalServer::start(ServerOptions {
             upsert_on: Some("SET_POSITION".into()),
             ..ServerOptions::default()
