@@ -331,6 +331,11 @@ impl Pacer {
         self.probe.is_some()
     }
 
+    /// When the oldest unanswered probe was sent.
+    pub(crate) fn unanswered_since(&self) -> Option<u64> {
+        self.probe.map(|(_, sent)| sent)
+    }
+
     /// True when the outstanding probe has waited longer than the probe
     /// timeout (its pong is late or will never come).
     pub(crate) fn probe_late(&self, now_ns: u64) -> bool {

@@ -62,8 +62,6 @@ struct Run {
     /// one again after a yield) instead of sent.
     realtime: Option<Duration>,
     reader: CheckerOptions,
-    /// The client's ping interval.
-    ping: Duration,
     /// Pause between large events (`None`: as fast as the client takes
     /// them).
     gap: Option<Duration>,
@@ -81,7 +79,7 @@ async fn stress(run: Run) {
     let checker = Checker::start(tls, run.reader).await;
     let mut b = VuerClient::builder()
         .uri(checker.uri())
-        .ping_interval(Some(run.ping))
+        .ping_interval(Some(Duration::from_millis(1)))
         .realtime_publish(run.realtime)
         .reconnect(None);
     if let Some(der) = der {
@@ -223,7 +221,6 @@ const LARGE: Run = Run {
     },
     gap: None,
     secs: 60,
-    ping: Duration::from_millis(1),
 };
 
 /// Small events in real-time mode, polled every 100 µs.
@@ -253,13 +250,13 @@ async fn realtime_small_events_to_a_slow_reader_arrive_intact() {
             events: 2_500,
             // 8 KiB per millisecond and at most one frame per
             // millisecond: far below what the publisher offers, so pacing
-            // holds the sender and the ring fills and refuses. (Pings
-            // every millisecond would be all such a reader reads.)
+            // holds the sender and the ring fills and refuses. Pinged
+            // every millisecond, as fast as it reads frames (unanswered
+            // pings back off; before, they were all it read).
             reader: CheckerOptions {
                 no_pongs: false,
                 read_bytes_per_ms: Some(8 << 10),
             },
-            ping: Duration::from_millis(50),
             ..REALTIME
         }),
     )
