@@ -331,9 +331,35 @@ impl Pacer {
         self.probe.is_some()
     }
 
-    /// When the oldest unanswered probe was sent.
-    pub(crate) fn unanswered_since(&self) -> Option<u64> {
-        self.probe.map(|(_, sent)| sent)
+    /// Whether a timer's ping (keepalive, or a probe the sender's timer
+    /// asked for) may go out at `now_ns`, the last one having gone out at
+    /// `last_ping_ns`, with pings due every `interval_ns`.
+    ///
+    /// While a probe is unanswered, pings back off: the next one waits as
+    /// long as the last one had waited for the answer (1, 1, 2, 4, ...
+    /// intervals), at most `max_gap_ns`. Pings pass pacing, so pings sent
+    /// every interval to a server that reads fewer frames than one per
+    /// interval filled the pipe, and pacing held the data behind them: the
+    /// stream stalled with no error (`tests/resilience.rs`:
+    /// `a_server_slower_than_the_ping_rate_still_gets_the_data`). The cap
+    /// (half the keepalive timeout) matters when the answers do come, late:
+    /// they come as far apart as the pings went, and keepalive must not
+    /// take those gaps for a dead server. A silent peer still gets pings
+    /// (a dead link shows as a write error). Timers fire on the interval's
+    /// grid, a little late: half an interval of slack keeps a wake-up a few
+    /// µs early from skipping a whole step.
+    pub(crate) fn timer_ping_allowed(
+        &self,
+        now_ns: u64,
+        last_ping_ns: u64,
+        interval_ns: u64,
+        max_gap_ns: u64,
+    ) -> bool {
+        let Some((_, sent)) = self.probe else {
+            return true;
+        };
+        let gap = last_ping_ns.saturating_sub(sent).min(max_gap_ns);
+        now_ns.saturating_sub(last_ping_ns) + interval_ns / 2 >= gap
     }
 
     /// True when the outstanding probe has waited longer than the probe
@@ -443,6 +469,31 @@ mod tests {
             self.set_written(end, now_ns);
             self.take_probe(now_ns, end, false, false)
         }
+    }
+
+    #[test]
+    fn unanswered_pings_back_off_up_to_the_cap() {
+        let mut p = Pacer::new(Some(Pacing::default()));
+        let interval = 100 * MS;
+        let cap = 1000 * MS;
+        // A probe at 0 that is never answered; the timer ticks every
+        // interval, a few µs late or early.
+        p.probe_sent(0, 10);
+        let mut last = 0;
+        let mut sent = vec![0];
+        for tick in 1..=60u64 {
+            let now = tick * interval + if tick % 2 == 0 { 3_000 } else { 0 } - 1_000;
+            if p.timer_ping_allowed(now, last, interval, cap) {
+                p.probe_sent(now, 10 + tick);
+                last = now;
+                sent.push(tick);
+            }
+        }
+        // Gaps of 1, 1, 2, 4, 8 intervals, then the cap (10).
+        assert_eq!(sent, vec![0, 1, 2, 4, 8, 16, 26, 36, 46, 56]);
+        // Answered: every interval again.
+        p.acked(100, 61 * interval);
+        assert!(p.timer_ping_allowed(61 * interval, last, interval, cap));
     }
 
     #[test]

@@ -885,22 +885,27 @@ impl<H: Copy> Ring<H> {
     /// other chunks: in release builds, events went out with other events'
     /// bodies (`tests.rs`: `a_take_of_an_empty_line_leaves_the_batch_without_bytes`,
     /// found by a debug assertion in a CI run; the real-time case by
-    /// `wire/model_realtime.rs`). Dead chunks at the front become this
-    /// ring's spares instead.
+    /// `wire/model_realtime.rs`).
     fn take_nothing(&mut self, batch: &mut Batch<H>) -> bool {
         debug_assert!(
-            batch.is_empty() && batch.arena.len() == 0,
+            batch.is_empty() && batch.arena.has_no_chunks(),
             "a take needs an empty batch"
         );
-        if batch.slots.is_empty() && batch.arena.len() > 0 {
+        if batch.slots.is_empty() && !batch.arena.has_no_chunks() {
             // Never in tests (the assertion above); in a release build,
-            // bytes without items are dropped rather than mislabelled.
+            // chunks without items are dropped rather than mislabelled.
+            // (Chunks, not bytes: a large message's body can be empty.)
             batch.arena.clear();
         }
         batch.plain = None;
         batch.first_seq = self.head_seq;
         if self.queue.is_empty() {
-            self.arena.release_front();
+            // Nothing queued: no body in the arena is referenced (taken
+            // ones were moved or copied to their batch), so every chunk
+            // becomes a spare, dead bytes in the last one included (a
+            // real-time ring counted them as used and could refuse
+            // publishes with nothing queued).
+            self.arena.clear();
             return true;
         }
         false

@@ -215,6 +215,10 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         timeout: cfg.keepalive_timeout,
     };
     let ping_every = cfg.ping_interval.map(crate::pacing::nanos);
+    // Unanswered pings back off to at most half the keepalive timeout.
+    let max_ping_gap = cfg
+        .keepalive_timeout
+        .map_or(u64::MAX, |k| crate::pacing::nanos(k) / 2);
     // When a ping (every probe is one) was last appended.
     let mut last_ping_ns = clock::now_ns();
     // The server has answered no ping on this connection although one has
@@ -283,28 +287,11 @@ pub(crate) async fn run(shared: Arc<Shared>, ctx: Arc<ConnCtx>, wire: Wire) -> S
         let now = clock::now_ns();
         {
             let wire = held.as_mut().expect("held");
-            // While a probe is unanswered, a timer's pings back off: the
-            // next waits as long as the last one had waited for the
-            // outstanding probe (intervals 1, 1, 2, 4, ... pings), unless
-            // pongs cannot come (a server that answers none, inbound
-            // backpressure). Control frames pass pacing, so pings sent
-            // every interval to a server that reads fewer frames than that
-            // filled the pipe, and pacing held the data behind them: the
-            // stream stalled with no error (resilience.rs:
-            // a_server_slower_than_the_ping_rate_still_gets_the_data).
-            // Backing off, a silent peer still gets a few pings (a dead
-            // link shows as a write error).
-            // (Timers fire on the interval's grid, late by a little: half
-            // an interval of slack keeps a wake-up a few µs early from
-            // skipping a whole step.)
-            let backing_off = match pacer.unanswered_since() {
-                Some(sent) if !no_pongs && !ctx.paused.load(Relaxed) => {
-                    let slack = ping_every.unwrap_or(0) / 2;
-                    now.saturating_sub(last_ping_ns) + slack < last_ping_ns.saturating_sub(sent)
-                }
-                _ => false,
-            };
-            if std::mem::take(&mut probe_wanted) && !backing_off {
+            // While a probe is unanswered, a timer's pings back off (see
+            // `Pacer::timer_ping_allowed`).
+            let allowed =
+                pacer.timer_ping_allowed(now, last_ping_ns, ping_every.unwrap_or(0), max_ping_gap);
+            if std::mem::take(&mut probe_wanted) && allowed {
                 if let Some(offset) = wire.pending.probe(now) {
                     pacer.probe_sent(now, offset);
                     control_frames += 1;

@@ -336,6 +336,11 @@ impl Arena {
         }
     }
 
+    /// True when it holds no chunk (spares aside).
+    pub(crate) fn has_no_chunks(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
     /// Empties the arena, keeping its chunks as spares.
     pub(crate) fn clear(&mut self) {
         while let Some(c) = self.chunks.pop_front() {

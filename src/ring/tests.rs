@@ -353,7 +353,7 @@ fn a_take_of_an_empty_line_leaves_the_batch_without_bytes() {
     // Nothing queued: nothing taken, no bytes either.
     r.take_up_to(&mut b, 1, usize::MAX);
     assert!(b.is_empty());
-    assert_eq!(b.arena_len(), 0, "no bytes without items");
+    assert!(b.arena.has_no_chunks(), "no bytes (no chunk) without items");
     for i in 3..200u32 {
         push(&mut r, None, i, 10, u64::MAX).unwrap();
     }
@@ -384,7 +384,7 @@ fn a_take_with_nothing_queued_gives_the_batch_no_chunk() {
     let mut second = Batch::default();
     r.take_up_to(&mut second, usize::MAX, usize::MAX);
     assert!(second.is_empty());
-    assert_eq!(second.arena_len(), 0, "no chunk without items");
+    assert!(second.arena.has_no_chunks(), "no chunk without items");
     r.complete(&mut first, false, |_| false);
     // The next take (which expects an empty batch) and push work.
     push(&mut r, None, 4, 30, u64::MAX).unwrap();
@@ -479,11 +479,11 @@ proptest! {
     /// The ring behaves like the model: latest value per key in place, FIFO
     /// for reliable items, nothing lost that was not superseded, expired or
     /// refused, and the counters always add up.
-    #[test]
     ///
     /// Partial takes reuse one batch, as the sender does (a batch that a
     /// take left with bytes but no item made the next one mislabel bodies),
     /// in the normal and in real-time mode.
+    #[test]
     fn ring_matches_model(ops in proptest::collection::vec(op(), 1..120), realtime in any::<bool>()) {
         let (max_items, max_bytes) = (6, 80);
         let mut r = ring(max_items, max_bytes);
