@@ -463,8 +463,9 @@ impl ClientBuilder {
     /// idle or a busy connection gets pongs, which keepalive counts.
     /// While a ping is unanswered, the next ones back off (each waits as
     /// long as the last one had waited for the answer: 1, 1, 2, 4, ...
-    /// intervals), so that pings never crowd out the data of a server that
-    /// reads fewer frames than one per interval (they pass pacing).
+    /// intervals, at most half of `keepalive_timeout`), so that pings never
+    /// crowd out the data of a server that reads fewer frames than one per
+    /// interval (they pass pacing).
     /// Default: 5 s. `None` sends no keepalive pings (pacing and
     /// confirmation still send theirs; without those, keepalive then
     /// depends on the server sending something).
