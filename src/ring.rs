@@ -901,11 +901,11 @@ impl<H: Copy> Ring<H> {
         batch.first_seq = self.head_seq;
         if self.queue.is_empty() {
             // Nothing queued: no body in the arena is referenced (taken
-            // ones were moved or copied to their batch), so every chunk
-            // becomes a spare, dead bytes in the last one included (a
-            // real-time ring counted them as used and could refuse
-            // publishes with nothing queued).
-            self.arena.clear();
+            // ones were moved or copied to their batch), so dead chunks
+            // become spares and the last one is emptied (a real-time ring
+            // counted its dead bytes as used and could refuse publishes
+            // with nothing queued).
+            self.arena.reset();
             return true;
         }
         false

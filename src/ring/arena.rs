@@ -336,6 +336,21 @@ impl Arena {
         }
     }
 
+    /// For a line with nothing queued (no body referenced): every chunk
+    /// but the last becomes a spare, and the last is emptied in place
+    /// (warm in cache for the next body). Moving it to the spares and
+    /// taking another instead cost `publish` throughput: the throughput
+    /// bench's interleaved rounds, that build and the one before either,
+    /// run alternately, gave median ratios to the baseline of 3.6× vs 4.4×
+    /// over 6 runs each; emptied in place, 4.5× vs 4.2× over 4 runs each.
+    pub(crate) fn reset(&mut self) {
+        self.release_front();
+        debug_assert!(self.chunks.iter().all(|c| c.live == 0));
+        if self.chunks.len() == 1 {
+            self.truncate_back(0);
+        }
+    }
+
     /// True when it holds no chunk (spares aside).
     pub(crate) fn has_no_chunks(&self) -> bool {
         self.chunks.is_empty()
