@@ -199,8 +199,10 @@ fn sender(m: &Model, wire: Pending) {
 }
 
 /// Splits the stream into frames (each checked by `unframe`) and returns
-/// the event ids of the data frames, in order.
-fn events_in(stream: &[u8]) -> Vec<u8> {
+/// the event ids of the data frames, in order: `data_id` checks a data
+/// frame's payload and says whose it is. Pings and pongs may carry
+/// `probe`, `timer` or nothing. Shared with `model_realtime`.
+pub(super) fn frames_in(stream: &[u8], data_id: impl Fn(&[u8]) -> u8) -> Vec<u8> {
     let mut ids = Vec::new();
     let mut s = stream;
     while !s.is_empty() {
@@ -211,17 +213,22 @@ fn events_in(stream: &[u8]) -> Vec<u8> {
         assert!(s.len() >= end, "a frame cut short: {stream:?}");
         let (op, payload) = unframe(&s[..end]);
         match op {
-            0x2 => {
-                let id = payload[0];
-                assert_eq!(payload, body(id), "a torn data frame: {stream:?}");
-                ids.push(id);
-            }
+            0x2 => ids.push(data_id(&payload)),
             0x9 | 0xa => assert!(matches!(&payload[..], b"probe" | b"timer" | b"")),
             other => panic!("opcode {other:#x}: a torn frame in {stream:?}"),
         }
         s = &s[end..];
     }
     ids
+}
+
+/// The event ids of the stream's data frames, each checked whole.
+fn events_in(stream: &[u8]) -> Vec<u8> {
+    frames_in(stream, |payload| {
+        let id = payload[0];
+        assert_eq!(payload, body(id), "a torn data frame: {stream:?}");
+        id
+    })
 }
 
 fn run_model(events: u8, with_ping: bool) {

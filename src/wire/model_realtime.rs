@@ -31,8 +31,9 @@ use bytes::Bytes;
 use loom::sync::{Arc, Mutex, MutexGuard};
 use loom::thread;
 
+use super::model::frames_in;
 use super::{Pending, Slot};
-use crate::codec::{unframe, Header, MaskRng, Opcode};
+use crate::codec::{Header, MaskRng, Opcode};
 use crate::ring::{Batch, Overflow, Ring, RingLimits};
 
 struct Outbox {
@@ -183,35 +184,19 @@ fn sender(m: &Model, wire: Pending, take: usize) -> Vec<u8> {
     }
 }
 
-/// Splits the stream into frames (each checked by `unframe`) and returns
-/// the event ids of the data frames, in order.
+/// The event ids of the stream's data frames, each checked whole: its
+/// prefix and body belong to the same event, byte for byte.
 fn events_in(stream: &[u8]) -> Vec<u8> {
-    let mut ids = Vec::new();
-    let mut s = stream;
-    while !s.is_empty() {
-        assert!(s.len() >= 2, "a frame cut short: {stream:?}");
-        let len = (s[1] & 0x7f) as usize;
-        assert!(len < 126, "no long frames in this model");
-        let end = 2 + 4 + len;
-        assert!(s.len() >= end, "a frame cut short: {stream:?}");
-        let (op, payload) = unframe(&s[..end]);
-        match op {
-            0x2 => {
-                let id = payload[4];
-                assert_eq!(payload[..5], prefix(id), "a torn frame: {stream:?}");
-                assert_eq!(
-                    payload[5..],
-                    body(id),
-                    "a torn or overwritten body: {stream:?}"
-                );
-                ids.push(id);
-            }
-            0x9 | 0xa => assert!(matches!(&payload[..], b"probe" | b"timer" | b"")),
-            other => panic!("opcode {other:#x}: a torn frame in {stream:?}"),
-        }
-        s = &s[end..];
-    }
-    ids
+    frames_in(stream, |payload| {
+        let id = payload[4];
+        assert_eq!(payload[..5], prefix(id), "a torn frame: {stream:?}");
+        assert_eq!(
+            payload[5..],
+            body(id),
+            "a torn or overwritten body: {stream:?}"
+        );
+        id
+    })
 }
 
 /// `take`: most items a round takes (the confirmation budget or pacing):
