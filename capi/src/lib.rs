@@ -221,19 +221,20 @@ pub unsafe extern "C" fn vuer_options_init(options: *mut vuer_options) {
         return;
     }
     // SAFETY: non-NULL, the caller's struct.
-    unsafe {
-        *options = vuer_options {
-            max_queued_events: 0,
-            max_queued_bytes: 0,
-            reconnect: 1,
-            reconnect_max_attempts: 0,
-            tls_verify: 1,
-            connect_timeout_ms: 0,
-            close_timeout_ms: 0,
-            realtime_poll_us: 0,
-        };
-    }
+    unsafe { *options = DEFAULT_OPTIONS };
 }
+
+/// What `vuer_options_init` fills in, and what a NULL `options` means.
+const DEFAULT_OPTIONS: vuer_options = vuer_options {
+    max_queued_events: 0,
+    max_queued_bytes: 0,
+    reconnect: 1,
+    reconnect_max_attempts: 0,
+    tls_verify: 1,
+    connect_timeout_ms: 0,
+    close_timeout_ms: 0,
+    realtime_poll_us: 0,
+};
 
 /// Connects to `uri` (`ws://host:port` or `wss://...`; NULL: env
 /// `VUER_CLIENT_URI`, else `ws://localhost:8012`) with `options` (NULL:
@@ -256,20 +257,12 @@ pub unsafe extern "C" fn vuer_connect(
             Ok(u) => u,
             Err(s) => return s,
         };
-        let mut o = vuer_options {
-            max_queued_events: 0,
-            max_queued_bytes: 0,
-            reconnect: 1,
-            reconnect_max_attempts: 0,
-            tls_verify: 1,
-            connect_timeout_ms: 0,
-            close_timeout_ms: 0,
-            realtime_poll_us: 0,
-        };
-        if !options.is_null() {
+        let o = if options.is_null() {
+            DEFAULT_OPTIONS
+        } else {
             // SAFETY: non-NULL, the caller's struct.
-            o = unsafe { *options };
-        }
+            unsafe { *options }
+        };
         let mut b = ClientBuilder::new();
         if let Some(u) = uri {
             b = b.uri(u);
